@@ -1,0 +1,242 @@
+"""The command line: load, plan, apply, render. Thin on purpose; the work is in the other modules.
+
+Errors of every kind arrive as NetlabError and leave through `main()` as one line on stderr and
+the error's exit code (2 for bad input, usage or missing root; 1 for a failed step or check).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import lifecycle, model, plan, state
+from .errors import EXIT_USAGE, NetlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Real Linux network labs from a scenario file, proven with real packets.")
+# Tables are not cut to 80 columns when piped: a learner's `| less` or a test reads them whole.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+ScenarioArg = typer.Argument(None, metavar="[SCENARIO]", show_default=False,
+                             help="Scenario YAML (default: the three-node lab shipped with netlab).")
+NameOpt = typer.Option(None, "--name", "-n", help="Lab name (default: the scenario's `name:`).")
+LabArg = typer.Argument(None, metavar="[LAB]", show_default=False,
+                        help="Lab name; may be left out when only one lab is up.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON for machines instead of tables.")
+
+
+def need_root(command: str) -> None:
+    if os.geteuid() != 0:
+        raise NetlabError(f"netlab {command} changes or reads network namespaces and needs root: "
+                          f"run it with sudo (sudo netlab {command} ...)")
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for c in columns:
+        table.add_column(c)
+    return table
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
+       as_json: bool = JsonOpt) -> None:
+    """Build a lab in the kernel from a scenario (idempotent: a lab that is up is left as it is)."""
+    lab = model.load(scenario, name)
+    need_root("up")
+    started = time.monotonic()
+    result = lifecycle.up(lab)
+    took = time.monotonic() - started
+    if as_json:
+        out.print_json(data={"lab": lab.name, "already_up": result.already_up,
+                             "operations": result.operations, "seconds": round(took, 3)})
+        return
+    if result.already_up:
+        out.print(f"lab {lab.name} is already up; nothing changed")
+    else:
+        note = " (removed leftovers of an interrupted up first)" if result.cleaned_leftovers else ""
+        out.print(f"lab {lab.name} is up: {len(lab.nodes)} nodes, {len(lab.pods)} pods, "
+                  f"{result.operations} operations in {took:.2f}s{note}")
+    _render_show(lab)
+    out.print(f"\nNext: sudo netlab verify {lab.name}    "
+              f"sudo netlab exec {lab.name} {lab.pods[0].name if lab.pods else lab.nodes[0].name} "
+              f"-- ip addr    sudo netlab down {lab.name}")
+
+
+@app.command()
+def down(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
+    """Stop a lab's processes and remove everything it made (harmless when it is gone)."""
+    need_root("down")
+    if lab is None and not state.labs():
+        out.print("no lab is up; nothing to do")
+        return
+    name = state.only_lab(lab)
+    result = lifecycle.down(name)
+    if as_json:
+        out.print_json(data={"lab": name, "namespaces": result.namespaces,
+                             "processes": result.processes})
+    elif result.namespaces:
+        out.print(f"lab {name} is down: removed {len(result.namespaces)} namespaces, stopped "
+                  f"{result.processes} processes")
+    else:
+        out.print(f"lab {name} is not up; nothing to do")
+
+
+@app.command()
+def show(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
+    """List a lab's nodes and pods, like `kubectl get nodes,pods -o wide`."""
+    need_root("show")
+    the_lab = lifecycle.load_up(state.only_lab(lab))
+    if as_json:
+        out.print_json(data=_show_data(the_lab))
+    else:
+        _render_show(the_lab)
+
+
+def _show_data(lab: model.Lab) -> dict:
+    statuses = lifecycle.pod_status(lab)
+    return {
+        "lab": lab.name, "source": lab.source, "backend": lab.backend, "underlay": lab.underlay,
+        "nodes": [{"name": n.name, "namespace": n.ns, "ip": n.ip, "podCIDR": n.pod_cidr,
+                   "cni0": n.gateway, "pods": len(lab.pods_on(n.name))} for n in lab.nodes],
+        "pods": [{"name": s.pod.name, "namespace": s.pod.ns, "ip": s.pod.ip, "node": s.pod.node,
+                  "mode": "pod", "ready": f"{s.running}/{len(s.pod.containers)}",
+                  "status": _pod_status_word(s),
+                  "containers": [c.name for c in s.pod.containers]} for s in statuses],
+    }
+
+
+def _pod_status_word(s: lifecycle.PodStatus) -> str:
+    if not s.present:
+        return "Missing"
+    return "Running" if s.running == len(s.pod.containers) else "Degraded"
+
+
+def _render_show(lab: model.Lab) -> None:
+    data = _show_data(lab)
+    out.print(f"lab {lab.name} from {lab.source}; underlay {lab.underlay}; backend {lab.backend}\n")
+    nodes = _table("NODE", "IP", "POD SUBNET", "CNI0", "PODS", "NAMESPACE")
+    for n in data["nodes"]:
+        nodes.add_row(n["name"], n["ip"], n["podCIDR"], n["cni0"], str(n["pods"]), n["namespace"])
+    out.print(nodes)
+    out.print()
+    pods = _table("NAME", "READY", "STATUS", "IP", "NODE", "MODE", "CONTAINERS", "NAMESPACE")
+    for p in data["pods"]:
+        pods.add_row(p["name"], p["ready"], p["status"], p["ip"], p["node"], p["mode"],
+                     ",".join(p["containers"]) or "-", p["namespace"])
+    out.print(pods)
+
+
+@app.command()
+def status(as_json: bool = JsonOpt) -> None:
+    """List the labs that are up."""
+    rows = []
+    for name in state.labs():
+        info = state.LabState(name).info()
+        try:
+            lab = model.parse(info.get("text", ""), info.get("source", "?"), name)
+            present = sum(os.path.exists(f"/run/netns/{ns}") for ns in lab.namespaces)
+            rows.append({"lab": name, "source": lab.source, "nodes": len(lab.nodes),
+                         "pods": len(lab.pods),
+                         "namespaces": f"{present}/{len(lab.namespaces)}",
+                         "complete": state.LabState(name).journal().complete,
+                         "age_s": int(time.time() - info.get("created", time.time()))})
+        except NetlabError:
+            rows.append({"lab": name, "source": info.get("source", "?"), "nodes": 0, "pods": 0,
+                         "namespaces": "?", "complete": False, "age_s": 0})
+    if as_json:
+        out.print_json(data=rows)
+        return
+    if not rows:
+        out.print("no lab is up")
+        return
+    table = _table("LAB", "SCENARIO", "NODES", "PODS", "NAMESPACES", "STATE", "AGE")
+    for r in rows:
+        table.add_row(r["lab"], r["source"], str(r["nodes"]), str(r["pods"]), r["namespaces"],
+                      "up" if r["complete"] else "incomplete", f"{r['age_s']}s")
+    out.print(table)
+
+
+@app.command(name="plan")
+def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt) -> None:
+    """Print the iproute2 commands that `up` performs, as a runnable shell script (no root)."""
+    lab = model.load(scenario, name)
+    sys.stdout.write(plan.script(lab, plan.build(lab)))
+
+
+@app.command(name="exec", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})
+def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] CMD...",
+                                              help="Where to run, then the command.")) -> None:
+    """Run a command inside a pod's (or node's) namespace, like `kubectl exec`; exits with its code."""
+    need_root("exec")
+    labs = state.labs()
+    if len(args) >= 2 and args[0] in labs and _target_ns(args[0], args[1]):
+        name, target, command = args[0], args[1], args[2:]
+    else:
+        name, target, command = state.only_lab(None), args[0], args[1:]
+    ns = _target_ns(name, target)
+    if ns is None:
+        lab = lifecycle.load_up(name)
+        known = ", ".join([p.name for p in lab.pods] + [n.name for n in lab.nodes])
+        raise NetlabError(f"lab {name} has no pod or node '{target}': use one of {known}")
+    if command[:1] == ["--"]:
+        command = command[1:]
+    command = command or [os.environ.get("SHELL", "/bin/sh")]
+    from . import kernel  # only here: exec replaces this process inside the namespace
+    kernel.enter(ns)
+    try:
+        os.execvp(command[0], command)
+    except FileNotFoundError:
+        print(f"netlab: {command[0]}: command not found in {ns}", file=sys.stderr)
+        raise typer.Exit(127)
+
+
+def _target_ns(name: str, target: str) -> Optional[str]:
+    try:
+        lab = lifecycle.load_up(name)
+    except NetlabError:
+        return None
+    for obj in list(lab.pods) + list(lab.nodes):
+        if obj.name == target:
+            return obj.ns
+    return None
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        app(args=argv, prog_name="netlab", standalone_mode=False)
+    except NetlabError as e:
+        print(f"netlab: error: {e.message}", file=sys.stderr)
+        return e.code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        print("netlab: aborted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,152 @@
+"""Bringing a lab up and down as a transaction: plan, record, apply, roll back on failure.
+
+`up` records each namespace before creating it and each process once started; any failure (or
+Ctrl-C) removes everything made so far. `down` stops every process inside the lab's namespaces and
+removes the namespaces: the journal's, plus those that bear the lab's mark (after a lost journal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import kernel as K
+from . import model, plan, workloads
+from .errors import KernelError
+from .state import LabState
+
+
+@dataclass
+class UpResult:
+    lab: model.Lab
+    already_up: bool = False
+    operations: int = 0
+    cleaned_leftovers: bool = False
+
+
+@dataclass
+class DownResult:
+    lab: str
+    namespaces: list[str] = field(default_factory=list)
+    processes: int = 0
+
+
+def up(lab: model.Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
+    state = LabState(lab.name)
+    with state.lock():
+        result = UpResult(lab)
+        if state.exists():
+            journal = state.journal()
+            if journal.complete and state.info().get("text") == lab.text and \
+                    all(K.netns_exists(ns) for ns in lab.namespaces):
+                result.already_up = True
+                return result
+            if journal.complete and state.info().get("text") != lab.text:
+                raise KernelError(f"lab {lab.name} is already up from another scenario "
+                                  f"({state.info().get('source')}): `sudo netlab down {lab.name}` "
+                                  f"first, or choose another name with --name")
+            _teardown(state)  # leftovers of an interrupted up
+            result.cleaned_leftovers = True
+        taken = [ns for ns in lab.namespaces if K.netns_exists(ns)]
+        if taken:
+            raise K.NetnsExists(taken[0])
+        ops = plan.build(lab)
+        state.begin(lab.source, lab.text)
+        try:
+            with make_kernel() as kern:
+                for step, op in enumerate(ops, 1):
+                    try:
+                        _apply(kern, state, op)
+                    except KernelError as e:
+                        raise KernelError(f"up of lab {lab.name} failed at step {step} of "
+                                          f"{len(ops)}: {e.message}; everything it made was "
+                                          f"removed") from None
+            state.record("complete")
+        except BaseException:
+            _teardown(state)
+            raise
+        finally:
+            state.close()
+        result.operations = len(ops)
+        return result
+
+
+def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
+    if isinstance(op, plan.NetnsAdd):
+        state.record(f"netns {op.ns}")  # write-ahead: recorded before it exists
+        try:
+            kern.apply(op)
+        except K.NetnsExists:
+            state.record(f"forget {op.ns}")  # somebody else's: never ours to remove
+            raise
+        return
+    if isinstance(op, plan.Spawn):
+        pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name))
+        state.record(f"pid {pid} {op.owner}/{op.name}")
+        return
+    kern.apply(op)
+
+
+def down(name: str) -> DownResult:
+    state = LabState(name)
+    with state.lock(wait=True):
+        return _teardown(state)
+
+
+def lab_namespaces(state: LabState) -> list[str]:
+    """The namespaces of a lab: those its journal names, and any that bears its mark."""
+    names = [ns for ns in state.journal().namespaces if K.netns_exists(ns)]
+    prefix = state.lab + "-"
+    for ns in K.list_netns():
+        if ns.startswith(prefix) and ns not in names and K.mark(ns) == state.lab:
+            names.append(ns)
+    return names
+
+
+def _teardown(state: LabState) -> DownResult:
+    result = DownResult(state.lab)
+    namespaces = lab_namespaces(state)
+    inodes = {K.netns_inode(ns) for ns in namespaces}
+    pids = set(workloads.pids_in(inodes))
+    # A process recorded by the journal counts only while it is still inside one of the lab's
+    # namespaces: a recycled pid belongs to somebody else.
+    workloads.stop(pids)
+    result.processes = len(pids)
+    for ns in namespaces:
+        K.remove_netns(ns)
+    result.namespaces = namespaces
+    state.remove()
+    return result
+
+
+def load_up(name: str) -> model.Lab:
+    """The Lab of a lab that is up, parsed again from the scenario text it was built from."""
+    state = LabState(name)
+    info = state.info()
+    if not info:
+        raise KernelError(f"lab {name} is not up: see `netlab status`")
+    return model.parse(info["text"], info.get("source", "<scenario>"), name)
+
+
+@dataclass
+class PodStatus:
+    pod: model.Pod
+    running: int          # containers whose process is alive
+    present: bool         # the namespace exists
+
+
+def pod_status(lab: model.Lab) -> list[PodStatus]:
+    journal = LabState(lab.name).journal()
+    alive: dict[str, int] = {}
+    for pid, what in journal.pids.items():
+        if workloads.alive(pid):
+            owner = what.split("/", 1)[0]
+            alive[owner] = alive.get(owner, 0) + 1
+    return [PodStatus(p, alive.get(p.name, 0), K.netns_exists(p.ns)) for p in lab.pods]
+
+
+def exists_any(lab: model.Lab) -> Optional[str]:
+    for ns in lab.namespaces:
+        if K.netns_exists(ns):
+            return ns
+    return None

@@ -1,0 +1,103 @@
+"""netlab's container server, like Kubernetes' agnhost netexec, small enough to run in every pod.
+
+    python3 -m netlab.netexec --port 8080 --name web
+
+GET /hostname  the pod's name            GET /clientip  the client's address and port, as seen here
+GET /echo?msg= the message               GET /healthz   ok
+One thread, one selector, standard library only: a pod costs a few MB, not a web framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import selectors
+import signal
+import socket
+import sys
+from urllib.parse import parse_qs, urlsplit
+
+
+def answer(path: str, name: str, client: tuple) -> tuple[int, str]:
+    url = urlsplit(path)
+    if url.path == "/hostname":
+        return 200, name
+    if url.path == "/clientip":
+        return 200, f"{client[0]}:{client[1]}"
+    if url.path == "/echo":
+        return 200, parse_qs(url.query).get("msg", [""])[0]
+    if url.path in ("/healthz", "/"):
+        return 200, "ok"
+    return 404, "not found"
+
+
+def _response(status: int, body: str) -> bytes:
+    data = body.encode()
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}[status]
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data
+
+
+def serve(port: int, name: str, host: str = "0.0.0.0") -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(1024)
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, None)
+    pending: dict[socket.socket, tuple[bytes, tuple]] = {}
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                try:
+                    conn, addr = listener.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                pending[conn] = (b"", addr)
+                sel.register(conn, selectors.EVENT_READ, addr)
+                continue
+            conn = key.fileobj
+            buf, addr = pending[conn]
+            try:
+                chunk = conn.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            buf += chunk
+            if chunk and b"\r\n\r\n" not in buf and len(buf) < 16384:
+                pending[conn] = (buf, addr)
+                continue
+            sel.unregister(conn)
+            del pending[conn]
+            parts = buf.split(b" ", 2)
+            if chunk and len(parts) >= 2 and parts[0] == b"GET":
+                reply = _response(*answer(parts[1].decode("latin-1"), name, addr))
+            else:
+                reply = _response(400, "bad request")
+            try:
+                conn.setblocking(True)
+                conn.settimeout(2)
+                conn.sendall(reply)
+            except OSError:
+                pass
+            conn.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="netexec", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--name", default=socket.gethostname())
+    parser.add_argument("--host", default="0.0.0.0")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve(args.port, args.name, args.host)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

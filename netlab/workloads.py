@@ -1,0 +1,96 @@
+"""Processes in namespaces: start a lab's containers, find every process inside a lab, stop them.
+
+A process belongs to a lab when its network namespace is one of the lab's (same inode as the
+file under /run/netns), so `down` finds even processes netlab did not start itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import Iterable
+
+from . import kernel
+from .errors import KernelError
+
+
+def spawn(ns: str, argv: tuple[str, ...], log_path: str) -> int:
+    """Start argv detached inside ns (never through a shell); return its pid."""
+    with open(log_path, "ab") as log, kernel.inside(ns):
+        # The child inherits the namespace of the thread that forks it.
+        try:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    close_fds=True, cwd="/")
+        except FileNotFoundError:
+            raise KernelError(f"cannot start {argv[0]!r} in {ns}: command not found; "
+                              f"install it or fix the container's command") from None
+        except PermissionError:
+            raise KernelError(f"cannot start {argv[0]!r} in {ns}: permission denied") from None
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def pids_in(inodes: Iterable[int]) -> dict[int, int]:
+    """Live pids whose network namespace is one of `inodes`, as {pid: inode}."""
+    wanted = {f"net:[{i}]": i for i in inodes if i}
+    found = {}
+    if not wanted:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            link = os.readlink(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        if link in wanted and _alive(int(entry)):
+            found[int(entry)] = wanted[link]
+    found.pop(os.getpid(), None)
+    return found
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def stop(pids: Iterable[int], grace: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still alive after `grace` seconds."""
+    pids = set(pids)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        for pid in list(pids):
+            _reap(pid)
+            if not _alive(pid):
+                pids.discard(pid)
+        if pids:
+            time.sleep(0.01)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        _reap(pid)
+
+
+def alive(pid: int) -> bool:
+    return _alive(pid)

@@ -1,0 +1,64 @@
+"""Shared test helpers: unique lab names, running the real CLI, and proving nothing is left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A lab name no other test (or parallel worker) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def netlab(*args: str, check: bool = True, env: dict | None = None, timeout: float = 120):
+    """Run the real `netlab` command line in a subprocess, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "netlab", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"netlab {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def leftovers(lab: str) -> list[str]:
+    """Everything of a lab still on the machine: namespaces, processes in them, state files."""
+    found = []
+    try:
+        found += [f"netns {ns}" for ns in os.listdir("/run/netns") if ns.startswith(lab + "-")]
+    except FileNotFoundError:
+        pass
+    state = Path("/run/netlab/labs") / lab
+    if state.exists():
+        found.append(f"state {state}")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"--name {lab}-" in cmdline or f"netns/{lab}-" in cmdline:
+            found.append(f"process {pid}: {cmdline}")
+    return found
+
+
+@pytest.fixture
+def lab_name(request):
+    """A unique lab name; after the test, the lab is taken down and nothing of it may be left."""
+    name = unique_name(request.node.name.split("[")[0].replace("_", "-")[5:18].strip("-") or "t")
+    yield name
+    if os.geteuid() == 0:
+        netlab("down", name, check=False)
+        assert leftovers(name) == [], f"lab {name} left things behind"
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: integration test")
