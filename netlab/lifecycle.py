@@ -81,7 +81,7 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
             raise
         return
     if isinstance(op, plan.Spawn):
-        pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name))
+        pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
     kern.apply(op)
@@ -107,9 +107,9 @@ def _teardown(state: LabState) -> DownResult:
     result = DownResult(state.lab)
     namespaces = lab_namespaces(state)
     inodes = {K.netns_inode(ns) for ns in namespaces}
-    pids = set(workloads.pids_in(inodes))
-    # A process recorded by the journal counts only while it is still inside one of the lab's
-    # namespaces: a recycled pid belongs to somebody else.
+    # Every process inside the lab's namespaces, and every process netlab started for the lab
+    # (marked in its environment) even if it left them; a recycled pid carries no such mark.
+    pids = set(workloads.pids_in(inodes)) | set(workloads.marked(state.lab))
     workloads.stop(pids)
     result.processes = len(pids)
     for ns in namespaces:

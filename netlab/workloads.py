@@ -16,14 +16,19 @@ from . import kernel
 from .errors import KernelError
 
 
-def spawn(ns: str, argv: tuple[str, ...], log_path: str) -> int:
-    """Start argv detached inside ns (never through a shell); return its pid."""
+def spawn(ns: str, argv: tuple[str, ...], log_path: str, lab: str) -> int:
+    """Start argv detached inside ns (never through a shell); return its pid.
+
+    The process carries NETLAB_LAB=<lab> in its environment: a mark that finds it again even
+    after its namespace is gone.
+    """
+    env = {**os.environ, "NETLAB_LAB": lab, "NETLAB_NS": ns}
     with open(log_path, "ab") as log, kernel.inside(ns):
         # The child inherits the namespace of the thread that forks it.
         try:
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    close_fds=True, cwd="/")
+                                    close_fds=True, cwd="/", env=env)
         except FileNotFoundError:
             raise KernelError(f"cannot start {argv[0]!r} in {ns}: command not found; "
                               f"install it or fix the container's command") from None
@@ -94,3 +99,20 @@ def stop(pids: Iterable[int], grace: float = 2.0) -> None:
 
 def alive(pid: int) -> bool:
     return _alive(pid)
+
+
+def marked(lab: str) -> list[int]:
+    """Live pids that carry NETLAB_LAB=<lab> (see spawn), wherever they are."""
+    mark = f"NETLAB_LAB={lab}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if mark in env and _alive(int(entry)):
+            found.append(int(entry))
+    return found

@@ -39,15 +39,17 @@ def leftovers(lab: str) -> list[str]:
     state = Path("/run/netlab/labs") / lab
     if state.exists():
         found.append(f"state {state}")
+    mark = f"NETLAB_LAB={lab}".encode()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if f"--name {lab}-" in cmdline or f"netns/{lab}-" in cmdline:
-            found.append(f"process {pid}: {cmdline}")
+        if mark in env and stat != b"Z":
+            found.append(f"process {pid}")
     return found
 
 

@@ -1,0 +1,31 @@
+#!/bin/sh
+# netlab's one set-up step, for a fresh Debian 12 or Ubuntu machine (run as root). Used by the
+# README, by CI and by the Vagrantfile, so they cannot drift apart.
+#   sudo ./setup.sh          tools from Debian, netlab and its test tools in /opt/netlab,
+#                            and the `netlab` command in /usr/local/bin
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+venv=${NETLAB_VENV:-/opt/netlab}
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh installs system packages: run it as root (sudo ./setup.sh)" >&2
+  exit 2
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The tools that run inside the lab's namespaces, and what netlab needs to run.
+apt-get install -y -qq --no-install-recommends \
+  iproute2 iputils-ping curl nftables tcpdump util-linux procps sudo \
+  python3 python3-venv python3-pip ca-certificates >/dev/null
+
+python3 -m venv "$venv"
+log=$(mktemp)
+if ! "$venv/bin/pip" install -e "$here[test]" >"$log" 2>&1; then
+  tail -30 "$log" >&2
+  echo "setup.sh: pip install failed (full log: $log)" >&2
+  exit 1
+fi
+rm -f "$log"
+ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
+echo "netlab installed: $(command -v netlab) ($("$venv/bin/python" -c 'import netlab; print(netlab.__version__)'))"
