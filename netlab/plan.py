@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Union
 
 from .model import NETEXEC, Container, Lab
@@ -113,10 +114,14 @@ class Spawn:
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn]
 
 
+NETEXEC_PY = str(Path(__file__).with_name("netexec.py"))
+
+
 def argv_of(container: Container) -> tuple[str, ...]:
-    """The command line that runs a container; the built-in server runs under this Python."""
+    """The command line that runs a container; the built-in server is a standalone script that
+    runs under this Python without site-packages (-I -S: fast to start, small in memory)."""
     if container.image == NETEXEC:
-        return (sys.executable, "-m", "netlab.netexec") + container.argv[1:]
+        return (sys.executable, "-I", "-S", NETEXEC_PY) + container.argv[1:]
     return container.argv
 
 
