@@ -231,7 +231,8 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
     ns = _target_ns(name, target)
     if ns is None:
         lab = lifecycle.load_up(name)
-        known = ", ".join([p.name for p in lab.pods] + [n.name for n in lab.nodes])
+        known = ", ".join([p.name for p in lab.pods] + [n.name for n in lab.nodes]
+                          + [c.name for c in lab.containers])
         raise NetlabError(f"lab {name} has no pod or node '{target}': use one of {known}")
     if command[:1] == ["--"]:
         command = command[1:]

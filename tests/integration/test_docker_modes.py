@@ -257,3 +257,15 @@ def test_bad_container_is_refused_before_the_kernel(lab_name, tmp_path):
     assert f"{bad}:5: container 'web' is on unknown node 'node3'" in r.stderr
     assert "did you mean 'node1'?" in r.stderr
     assert leftovers(lab_name) == []
+
+
+def test_failing_nft_rolls_the_whole_up_back(lab_name, tmp_path):
+    fake = tmp_path / "nft"
+    fake.write_text("#!/bin/sh\necho 'Error: fake nft refuses' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    r = netlab("up", str(SCENARIOS / "docker-modes.yaml"), "--name", lab_name, check=False,
+               env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert r.returncode == 1, r.stderr
+    assert f"nft -f -` failed: Error: fake nft refuses" in r.stderr
+    assert "everything it made was removed" in r.stderr
+    assert leftovers(lab_name) == []
