@@ -120,7 +120,9 @@ def _show_data(lab: model.Lab) -> dict:
 
 def _docker_show_data(lab: model.Lab) -> dict:
     """Docker containers (like `docker ps`) and the outside world, for `show`."""
-    data: dict = {"containers": []}
+    data: dict = {"containers": [], "docker0": {
+        n.name: {"cidr": n.docker_cidr, "address": n.docker_gw} for n in lab.nodes
+        if lab.containers_on(n.name)}}
     for s in lifecycle.container_status(lab):
         c, node = s.container, lab.node(s.container.node)
         data["containers"].append({

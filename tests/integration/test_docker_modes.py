@@ -17,6 +17,15 @@ from netlab import docker_rules, model
 
 pytestmark = requires_root
 
+@pytest.fixture
+def lab_name():
+    """This file's labs are named dk-XXXXXXXX; after the test nothing of the lab may be left."""
+    name = unique_name("dk")
+    yield name
+    netlab("down", name, check=False)
+    assert leftovers(name) == [], f"lab {name} left things behind"
+
+
 UDP_CLIENT = ("import socket,sys\n"
               "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(1)\n"
               "s.sendto(sys.argv[3].encode(),(sys.argv[1],int(sys.argv[2])))\n"
@@ -137,6 +146,10 @@ def test_published_ports_tcp_and_udp_across_nodes_and_pods(lab_name):
     assert {n: c["mode"] for n, c in cont.items()} == {
         "island": "none", "nginx": "bridge", "agent": "host", "cache": "bridge"}
     assert pods["exporter"]["mode"] == "host" and pods["web"]["mode"] == "pod"
+    assert data["docker0"] == {"node1": {"cidr": "172.17.0.0/16", "address": "172.17.0.1"},
+                               "node2": {"cidr": "172.18.0.0/16", "address": "172.18.0.1"}}
+    assert cont["nginx"]["ports"] == ["192.168.1.11:8081->8080/tcp", "192.168.1.11:5353->8080/udp"]
+    assert cont["island"]["ports"] == [] and cont["island"]["ignored_ports"] == ["9090:8080/tcp"]
     assert all(c["status"] == "Running" for c in cont.values()), cont
     node1, node2 = f"{lab_name}-node1", f"{lab_name}-node2"
     n1, n2 = "192.168.1.11", "192.168.1.12"
