@@ -111,10 +111,30 @@ def _show_data(lab: model.Lab) -> dict:
         "nodes": [{"name": n.name, "namespace": n.ns, "ip": n.ip, "podCIDR": n.pod_cidr,
                    "cni0": n.gateway, "pods": len(lab.pods_on(n.name))} for n in lab.nodes],
         "pods": [{"name": s.pod.name, "namespace": s.pod.ns, "ip": s.pod.ip, "node": s.pod.node,
-                  "mode": "pod", "ready": f"{s.running}/{len(s.pod.containers)}",
+                  "mode": "host" if s.pod.host_network else "pod", "ready": f"{s.running}/{len(s.pod.containers)}",
                   "status": _pod_status_word(s),
                   "containers": [c.name for c in s.pod.containers]} for s in statuses],
+        **_docker_show_data(lab),
     }
+
+
+def _docker_show_data(lab: model.Lab) -> dict:
+    """Docker containers (like `docker ps`) and the outside world, for `show`."""
+    data: dict = {"containers": [], "docker0": {
+        n.name: {"cidr": n.docker_cidr, "address": n.docker_gw} for n in lab.nodes
+        if lab.containers_on(n.name)}}
+    for s in lifecycle.container_status(lab):
+        c, node = s.container, lab.node(s.container.node)
+        data["containers"].append({
+            "name": c.name, "namespace": c.ns, "ip": c.ip, "node": c.node, "mode": c.mode,
+            "ready": f"{int(s.running)}/1",
+            "status": "Missing" if not s.present else "Running" if s.running else "Degraded",
+            "ports": [f"{node.ip}:{p.host_port}->{p.container_port}/{p.proto}" for p in c.published],
+            "ignored_ports": [str(p) for p in c.ports if p not in c.published]})
+    if lab.outside:
+        data["outside"] = {"namespace": lab.outside.ns, "ip": lab.outside.ip,
+                           "port": lab.outside.port, "router": lab.outside.router}
+    return data
 
 
 def _pod_status_word(s: lifecycle.PodStatus) -> str:
@@ -135,7 +155,28 @@ def _render_show(lab: model.Lab) -> None:
     for p in data["pods"]:
         pods.add_row(p["name"], p["ready"], p["status"], p["ip"], p["node"], p["mode"],
                      ",".join(p["containers"]) or "-", p["namespace"])
+    for c in data["containers"]:
+        pods.add_row(c["name"], c["ready"], c["status"], c["ip"] or "-", c["node"], c["mode"],
+                     c["name"], c["namespace"])
     out.print(pods)
+    _render_docker_extra(data)
+
+
+def _render_docker_extra(data: dict) -> None:
+    ports = [(c["name"], p) for c in data["containers"] for p in c["ports"]]
+    ignored = [(c["name"], c["mode"], p) for c in data["containers"] for p in c["ignored_ports"]]
+    if ports or ignored:
+        out.print()
+        table = _table("CONTAINER", "PUBLISHED PORT")
+        for name, p in ports:
+            table.add_row(name, p)
+        for name, mode, p in ignored:
+            table.add_row(name, f"{p} ignored: {mode} mode publishes nothing")
+        out.print(table)
+    if "outside" in data:
+        o = data["outside"]
+        out.print(f"\noutside world: web server {o['ip']}:{o['port']} behind router {o['router']} "
+                  f"(the nodes' default gateway), namespace {o['namespace']}")
 
 
 @app.command()
@@ -192,7 +233,8 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
     ns = _target_ns(name, target)
     if ns is None:
         lab = lifecycle.load_up(name)
-        known = ", ".join([p.name for p in lab.pods] + [n.name for n in lab.nodes])
+        known = ", ".join([p.name for p in lab.pods] + [n.name for n in lab.nodes]
+                          + [c.name for c in lab.containers])
         raise NetlabError(f"lab {name} has no pod or node '{target}': use one of {known}")
     if command[:1] == ["--"]:
         command = command[1:]
@@ -211,7 +253,7 @@ def _target_ns(name: str, target: str) -> Optional[str]:
         lab = lifecycle.load_up(name)
     except NetlabError:
         return None
-    for obj in list(lab.pods) + list(lab.nodes):
+    for obj in list(lab.pods) + list(lab.nodes) + list(lab.containers):
         if obj.name == target:
             return obj.ns
     return None

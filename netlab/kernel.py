@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
@@ -249,6 +250,20 @@ class Kernel:
             with open("/proc/sys/" + op.key.replace(".", "/"), "w") as f:
                 f.write(op.value)
 
+    def _nft_apply(self, op: P.NftApply) -> None:
+        # pyroute2's nftables support is too thin: run the real `nft -f -`; the child inherits
+        # the network namespace of the thread that forks it, so the ruleset lands inside `ns`.
+        with inside(op.ns):
+            try:
+                r = subprocess.run(["nft", "-f", "-"], input=op.ruleset, capture_output=True,
+                                   text=True, timeout=30)
+            except FileNotFoundError:
+                raise KernelError("nft is not installed: install nftables "
+                                  "(sudo ./setup.sh, or apt-get install nftables)") from None
+        if r.returncode != 0:
+            what = " ".join(r.stderr.split())[:300]
+            raise KernelError(f"`ip netns exec {op.ns} nft -f -` failed: {what}")
+
     _appliers: dict[type, Callable] = {
         P.NetnsAdd: _netns_add,
         P.BridgeAdd: _bridge_add,
@@ -257,6 +272,7 @@ class Kernel:
         P.AddrAdd: _addr_add,
         P.RouteAdd: _route_add,
         P.Sysctl: _sysctl,
+        P.NftApply: _nft_apply,
     }
 
     # ------------------------------------------------------------ observation

@@ -150,3 +150,17 @@ def exists_any(lab: model.Lab) -> Optional[str]:
         if K.netns_exists(ns):
             return ns
     return None
+
+
+@dataclass
+class ContainerStatus:
+    container: model.DockerContainer
+    running: bool         # its process is alive
+    present: bool         # its namespace (the node's, in host mode) exists
+
+
+def container_status(lab: model.Lab) -> list[ContainerStatus]:
+    """The docker containers of a lab that is up, each with whether its process runs."""
+    journal = LabState(lab.name).journal()
+    alive = {what.split("/", 1)[0] for pid, what in journal.pids.items() if workloads.alive(pid)}
+    return [ContainerStatus(c, c.name in alive, K.netns_exists(c.ns)) for c in lab.containers]

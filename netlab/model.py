@@ -26,6 +26,9 @@ NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 RESERVED = {"underlay", "outside", "router"}
 NETEXEC = "netexec"
 DEFAULT_PORT = 8080
+DOCKER_CIDR = "172.17.0.0/16"   # docker0's default subnet, on every node unless it says otherwise
+OUTSIDE_IP = "203.0.113.10"     # the outside world's web server: a documentation address (RFC 5737)
+OUTSIDE_PORT = 80
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "three-node.yaml"
 
@@ -156,6 +159,7 @@ class PodSpec(_Spec):
     node: str
     ip: Optional[str] = None
     containers: list[ContainerSpec] = []
+    hostNetwork: bool = False
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
     _ip = field_validator("ip")(classmethod(lambda cls, v: v if v is None else _check_ipv4(v)))
@@ -165,10 +169,12 @@ class NodeSpec(_Spec):
     name: str
     ip: Optional[str] = None
     podCIDR: Optional[str] = None
+    dockerCIDR: Optional[str] = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
     _ip = field_validator("ip")(classmethod(lambda cls, v: v if v is None else _check_ipv4(v)))
-    _cidr = field_validator("podCIDR")(classmethod(lambda cls, v: v if v is None else _check_cidr(v)))
+    _cidr = field_validator("podCIDR", "dockerCIDR")(
+        classmethod(lambda cls, v: v if v is None else _check_cidr(v)))
 
 
 class NetworkSpec(_Spec):
@@ -179,12 +185,50 @@ class NetworkSpec(_Spec):
     _cidr = field_validator("underlay", "podCIDR")(classmethod(lambda cls, v: _check_cidr(v)))
 
 
+class DockerSpec(_Spec):
+    """A container run straight on a node, like `docker run --network=MODE -p H:C`."""
+    name: str
+    node: str
+    network: Literal["none", "bridge", "host"] = "bridge"
+    ports: list[Union[str, int]] = []
+    image: Optional[Literal["netexec"]] = None
+    command: Optional[list[str]] = None
+    port: Optional[int] = Field(default=None, ge=1, le=65535)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v):
+        return ContainerSpec._command(v)
+
+
+class OutsideSpec(_Spec):
+    """The outside world: a web server on a documentation address, behind a router on the underlay."""
+    ip: str = OUTSIDE_IP
+    port: int = Field(default=OUTSIDE_PORT, ge=1, le=65535)
+
+    _ip = field_validator("ip")(classmethod(lambda cls, v: _check_ipv4(v)))
+
+
 class ScenarioSpec(_Spec):
     name: Optional[str] = None
     description: Optional[str] = None
     network: NetworkSpec = NetworkSpec()
     nodes: list[NodeSpec] = Field(min_length=1)
     pods: list[PodSpec] = []
+    containers: list[DockerSpec] = []
+    outside: Optional[OutsideSpec] = None
+
+    @field_validator("outside", mode="before")
+    @classmethod
+    def _outside(cls, v):
+        # `outside: true` asks for the default outside world; `outside: false` for none.
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return v
 
     @field_validator("name")
     @classmethod
@@ -229,6 +273,8 @@ class Node:
     pod_cidr: str
     gateway: str          # cni0's address: the first host of the pod subnet
     uplink: str           # the node's port on the underlay bridge (in the underlay namespace)
+    docker_cidr: str = DOCKER_CIDR
+    docker_gw: str = "172.17.0.1"   # docker0's address: the first host of docker_cidr
 
 
 @dataclass(frozen=True)
@@ -239,6 +285,47 @@ class Pod:
     ip: str
     host_veth: str        # the node's end of the pod's veth, enslaved to cni0
     containers: tuple[Container, ...]
+    host_network: bool = False   # hostNetwork: true: no namespace of its own, the node's IP
+
+
+@dataclass(frozen=True)
+class PortMap:
+    """A published port, `-p host_port:container_port/proto`."""
+    host_port: int
+    container_port: int
+    proto: str            # tcp or udp
+
+    def __str__(self) -> str:
+        return f"{self.host_port}:{self.container_port}/{self.proto}"
+
+
+@dataclass(frozen=True)
+class DockerContainer:
+    """A container run straight on a node in Docker's none, bridge or host network mode."""
+    name: str
+    node: str
+    mode: str             # none, bridge or host
+    ns: str               # its own namespace (none, bridge) or the node's (host)
+    ip: Optional[str]     # bridge: from the node's docker subnet; host: the node's IP; none: None
+    host_veth: Optional[str]   # bridge: the node's end of its veth, enslaved to docker0
+    ports: tuple[PortMap, ...]  # as written in the scenario
+    process: Container
+
+    @property
+    def published(self) -> tuple[PortMap, ...]:
+        """The ports that really get published: Docker ignores -p in none and host mode."""
+        return self.ports if self.mode == "bridge" else ()
+
+
+@dataclass(frozen=True)
+class Outside:
+    """The outside world: a router on the underlay with a web server behind it."""
+    ns: str
+    ip: str               # the web server's address (on the router's lo)
+    port: int
+    router: str           # the router's address on the underlay: the nodes' default gateway
+    prefixlen: int
+    uplink: str = "outside"   # its port on the underlay bridge
 
 
 @dataclass(frozen=True)
@@ -251,6 +338,14 @@ class Lab:
     nodes: tuple[Node, ...]
     pods: tuple[Pod, ...]
     underlay_ns: str = field(default="")
+    containers: tuple[DockerContainer, ...] = ()
+    outside: Optional[Outside] = None
+
+    def container(self, name: str) -> DockerContainer:
+        return next(c for c in self.containers if c.name == name)
+
+    def containers_on(self, node: str) -> tuple[DockerContainer, ...]:
+        return tuple(c for c in self.containers if c.node == node)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -263,7 +358,10 @@ class Lab:
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        return (self.underlay_ns,) + tuple(n.ns for n in self.nodes) + tuple(p.ns for p in self.pods)
+        return ((self.underlay_ns,) + tuple(n.ns for n in self.nodes)
+                + tuple(p.ns for p in self.pods if not p.host_network)
+                + tuple(c.ns for c in self.containers if c.mode != "host")
+                + ((self.outside.ns,) if self.outside else ()))
 
 
 def netexec_argv(pod: str, port: int) -> tuple[str, ...]:
@@ -306,7 +404,10 @@ def _describe(loc: Loc, data: Any) -> str:
 
 
 def _fields_of(loc: Loc) -> list[str]:
-    models = {"nodes": NodeSpec, "pods": PodSpec, "containers": ContainerSpec, "network": NetworkSpec}
+    models = {"nodes": NodeSpec, "pods": PodSpec, "containers": ContainerSpec, "network": NetworkSpec,
+              "outside": OutsideSpec}
+    if len(loc) == 3 and loc[0] == "containers":
+        return list(DockerSpec.model_fields)
     for key in reversed(loc[:-1]):
         if isinstance(key, str):
             return list(models.get(key, ScenarioSpec).model_fields)
@@ -410,7 +511,7 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
                             f"choose another")
         if obj in seen:
             where.fail(loc, f"the name '{obj}' is used twice (line {where.line(seen[obj])}): "
-                            f"nodes and pods need distinct names")
+                            f"nodes, pods and containers need distinct names")
         seen[obj] = loc
 
     nodes: list[Node] = []
@@ -458,9 +559,11 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
             where.fail(loc + ("name",), f"node '{n.name}' would get the same interface name "
                                         f"'{uplink}' as another node: shorten the name")
         uplinks.add(uplink)
+        docker = ipaddress.IPv4Network(n.dockerCIDR or DOCKER_CIDR)
         nodes.append(Node(name=n.name, ns=f"{lab}-{n.name}", ip=str(ip),
                           prefixlen=underlay.prefixlen, pod_cidr=str(subnet),
-                          gateway=str(next(subnet.hosts())), uplink=uplink))
+                          gateway=str(next(subnet.hosts())), uplink=uplink,
+                          docker_cidr=str(docker), docker_gw=str(next(docker.hosts()))))
 
     by_name = {n.name: n for n in nodes}
     taken: dict[str, dict[str, Loc]] = {n.name: {} for n in nodes}
@@ -473,6 +576,12 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
             fix = f"did you mean '{hint[0]}'?" if hint else f"use one of {', '.join(by_name)}"
             where.fail(loc + ("node",), f"pod '{p.name}' is on unknown node '{p.node}': {fix}")
         node = by_name[p.node]
+        if p.hostNetwork:
+            if p.ip is not None:
+                where.fail(loc + ("ip",), f"pod '{p.name}' has hostNetwork: true and so the node's "
+                                          f"IP {node.ip}: remove `ip:`")
+            _check_containers(p, loc, where)
+            continue
         if p.ip is not None:
             subnet = ipaddress.IPv4Network(node.pod_cidr)
             ip = ipaddress.IPv4Address(p.ip)
@@ -496,6 +605,12 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
     pods: list[Pod] = []
     free = {n.name: _free_hosts(ipaddress.IPv4Network(n.pod_cidr), taken[n.name]) for n in nodes}
     for i, p in enumerate(spec.pods):
+        if p.hostNetwork:
+            node = by_name[p.node]
+            pods.append(Pod(name=p.name, ns=node.ns, node=p.node, ip=node.ip, host_veth="",
+                            containers=tuple(_container(p.name, c) for c in p.containers),
+                            host_network=True))
+            continue
         ip = p.ip or next(free[p.node], None)
         if ip is None:
             node = by_name[p.node]
@@ -505,9 +620,12 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
         pods.append(Pod(name=p.name, ns=f"{lab}-{p.name}", node=p.node, ip=ip,
                         host_veth=ifname_for(p.name, "veth-"), containers=containers))
 
+    _check_docker_cidrs(spec, nodes, underlay, cluster, where)
+    containers = _docker_containers(spec, lab, by_name, pods, veths, claim, where)
+    outside = _outside(spec, lab, nodes, underlay, cluster, where)
     return Lab(name=lab, source=path, text=text, backend=spec.network.backend,
                underlay=str(underlay), nodes=tuple(nodes), pods=tuple(pods),
-               underlay_ns=f"{lab}-underlay")
+               underlay_ns=f"{lab}-underlay", containers=containers, outside=outside)
 
 
 def _is_host(ip: ipaddress.IPv4Address, net: ipaddress.IPv4Network) -> bool:
@@ -547,3 +665,143 @@ def _container(pod: str, c: ContainerSpec) -> Container:
         port = c.port or DEFAULT_PORT
         return Container(name=c.name, argv=netexec_argv(pod, port), port=port, image=NETEXEC)
     return Container(name=c.name, argv=tuple(c.command or ()), port=c.port, image=None)
+
+
+# ---------------------------------------------------------------- Docker modes and the outside world
+
+
+def _check_docker_cidrs(spec: ScenarioSpec, nodes: list[Node], underlay, cluster, where: _Where):
+    """Every node's docker0 subnet stays clear of the underlay and of the pod ranges.
+
+    Nodes may share one docker subnet (by default they all have 172.17.0.0/16, as Docker does):
+    a container's address means something only on its own node.
+    """
+    for i, node in enumerate(nodes):
+        docker = ipaddress.IPv4Network(node.docker_cidr)
+        loc = ("nodes", i, "dockerCIDR")
+        fix = "give the node another `dockerCIDR:`, such as 172.18.0.0/16"
+        if docker.overlaps(underlay):
+            where.fail(loc, f"node '{node.name}': dockerCIDR {docker} overlaps the underlay "
+                            f"{underlay}: {fix}")
+        if docker.overlaps(cluster):
+            where.fail(loc, f"node '{node.name}': dockerCIDR {docker} overlaps network.podCIDR "
+                            f"{cluster}: {fix}")
+        for other in nodes:
+            if docker.overlaps(ipaddress.IPv4Network(other.pod_cidr)):
+                where.fail(loc, f"node '{node.name}': dockerCIDR {docker} overlaps node "
+                                f"'{other.name}''s podCIDR {other.pod_cidr}: {fix}")
+
+
+def parse_port(value: Any) -> PortMap:
+    """`"8081:8080"` or `"5353:53/udp"` -> PortMap; ValueError with the fix otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"{value} is a number, not a mapping (YAML reads an unquoted 81:30 as a "
+                         f"number in base 60): write it quoted, like \"8081:8080\"")
+    text = str(value)
+    m = re.fullmatch(r"(\d+):(\d+)(?:/(tcp|udp))?", text)
+    if not m:
+        raise ValueError(f"'{text}' is not a published port: write hostPort:containerPort, like "
+                         f"\"8081:8080\" or \"5353:53/udp\"")
+    host, cont = int(m.group(1)), int(m.group(2))
+    for port in (host, cont):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"'{text}': port {port} is out of range: use 1 to 65535")
+    return PortMap(host, cont, m.group(3) or "tcp")
+
+
+def _docker_containers(spec: ScenarioSpec, lab: str, by_name: dict, pods: list[Pod],
+                       veths: dict, claim, where: _Where) -> tuple[DockerContainer, ...]:
+    # Ports a node's own stack answers on, per (proto, port): host-mode containers and
+    # hostNetwork pods listen there, bridge containers publish there.
+    node_ports: dict[str, dict[tuple[str, int], str]] = {n: {} for n in by_name}
+
+    def take(node: str, proto: str, port: int, who: str, loc: Loc):
+        other = node_ports[node].get((proto, port))
+        if other is not None:
+            where.fail(loc, f"{who}: port {port}/{proto} on node '{node}' is already taken by "
+                            f"{other}: use another host port")
+        node_ports[node][(proto, port)] = who
+
+    for i, p in enumerate(spec.pods):
+        if p.hostNetwork:
+            for j, c in enumerate(p.containers):
+                if c.image is not None or c.port is not None:
+                    take(p.node, "tcp", c.port or DEFAULT_PORT, f"pod '{p.name}' (hostNetwork)",
+                         ("pods", i, "containers", j, "port"))
+
+    free = {n: (str(h) for h in list(ipaddress.IPv4Network(node.docker_cidr).hosts())[1:])
+            for n, node in by_name.items()}
+    out: list[DockerContainer] = []
+    for i, c in enumerate(spec.containers):
+        loc = ("containers", i)
+        claim(c.name, loc + ("name",))
+        who = f"container '{c.name}'"
+        if c.node not in by_name:
+            hint = difflib.get_close_matches(c.node, list(by_name), n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else f"use one of {', '.join(by_name)}"
+            where.fail(loc + ("node",), f"{who} is on unknown node '{c.node}': {fix}")
+        node = by_name[c.node]
+        if (c.image is None) == (c.command is None):
+            where.fail(loc, f"{who}: give either `image: netexec` (netlab's HTTP server) or "
+                            f"`command: [...]`, not both or neither")
+        ports: list[PortMap] = []
+        for k, value in enumerate(c.ports):
+            try:
+                pm = parse_port(value)
+            except ValueError as e:
+                where.fail(loc + ("ports", k), f"{who}: {e}")
+            if c.network == "bridge":
+                take(c.node, pm.proto, pm.host_port, who, loc + ("ports", k))
+            ports.append(pm)
+        if c.image == NETEXEC:
+            port = c.port or DEFAULT_PORT
+            # netexec answers HTTP on the TCP port and, for docker containers, UDP on the same
+            # number (like agnhost's --udp-port), so a published /udp port can be proven too.
+            process = Container(name=c.name, argv=netexec_argv(c.name, port)
+                                + ("--udp-port", str(port)), port=port, image=NETEXEC)
+        else:
+            process = Container(name=c.name, argv=tuple(c.command or ()), port=c.port, image=None)
+        if c.network == "host" and process.port is not None:
+            take(c.node, "tcp", process.port, f"{who} (host mode)", loc + ("port",))
+            if process.image == NETEXEC:
+                take(c.node, "udp", process.port, f"{who} (host mode)", loc + ("port",))
+        ip, veth, ns = None, None, f"{lab}-{c.name}"
+        if c.network == "host":
+            ip, ns = node.ip, node.ns
+        elif c.network == "bridge":
+            ip = next(free[c.node], None)
+            if ip is None:
+                where.fail(loc + ("node",), f"node '{node.name}''s dockerCIDR {node.docker_cidr} "
+                                            f"has no address left for {who}: give the node a "
+                                            f"larger `dockerCIDR:`")
+            veth = ifname_for(c.name, "veth-")
+            if veth in veths[c.node]:
+                where.fail(loc + ("name",), f"{who} would get the same interface name '{veth}' "
+                                            f"as a pod or container on '{node.name}': rename it")
+            veths[c.node].add(veth)
+        out.append(DockerContainer(name=c.name, node=c.node, mode=c.network, ns=ns, ip=ip,
+                                   host_veth=veth, ports=tuple(ports), process=process))
+    return tuple(out)
+
+
+def _outside(spec: ScenarioSpec, lab: str, nodes: list[Node], underlay, cluster,
+             where: _Where) -> Optional[Outside]:
+    """The outside world sits on the underlay's last host address, routing to its web server."""
+    if spec.outside is None:
+        return None
+    ip = ipaddress.IPv4Address(spec.outside.ip)
+    router = list(underlay.hosts())[-1]
+    loc = ("outside", "ip")
+    nets = [(underlay, "the underlay"), (cluster, "network.podCIDR")]
+    nets += [(ipaddress.IPv4Network(n.docker_cidr), f"node '{n.name}''s dockerCIDR") for n in nodes]
+    nets += [(ipaddress.IPv4Network(n.pod_cidr), f"node '{n.name}''s podCIDR") for n in nodes]
+    for net, what in nets:
+        if ip in net:
+            where.fail(loc, f"outside ip {ip} is inside {what} {net}: use an address outside the "
+                            f"lab's ranges, such as {OUTSIDE_IP}")
+    for i, n in enumerate(nodes):
+        if n.ip == str(router):
+            where.fail(("nodes", i, "ip"), f"node '{n.name}': ip {router} is the outside world's "
+                                           f"router on the underlay: pick another node ip")
+    return Outside(ns=f"{lab}-outside", ip=str(ip), port=spec.outside.port, router=str(router),
+                   prefixlen=underlay.prefixlen)

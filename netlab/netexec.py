@@ -4,6 +4,7 @@
 
 GET /hostname  the pod's name            GET /clientip  the client's address and port, as seen here
 GET /echo?msg= the message               GET /healthz   ok
+With --udp-port, also UDP datagrams: `hostname`, `clientip`, `echo MSG` (like agnhost's).
 One thread, one selector, standard library only: a pod costs a few MB, not a web framework.
 """
 
@@ -37,7 +38,16 @@ def _response(status: int, body: str) -> bytes:
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data
 
 
-def serve(port: int, name: str, host: str = "0.0.0.0") -> None:
+def udp_answer(data: bytes, name: str, client: tuple) -> bytes:
+    words = data.decode("latin-1").strip().split(" ", 1)
+    if words[0] == "clientip":
+        return f"{client[0]}:{client[1]}".encode()
+    if words[0] == "echo":
+        return (words[1] if len(words) > 1 else "").encode()
+    return name.encode()
+
+
+def serve(port: int, name: str, host: str = "0.0.0.0", udp_port: int = 0) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
@@ -45,9 +55,22 @@ def serve(port: int, name: str, host: str = "0.0.0.0") -> None:
     listener.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, None)
+    udp = None
+    if udp_port:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((host, udp_port))
+        udp.setblocking(False)
+        sel.register(udp, selectors.EVENT_READ, "udp")
     pending: dict[socket.socket, tuple[bytes, tuple]] = {}
     while True:
         for key, _ in sel.select():
+            if key.data == "udp":
+                try:
+                    data, addr = udp.recvfrom(2048)
+                    udp.sendto(udp_answer(data, name, addr), addr)
+                except OSError:
+                    pass
+                continue
             if key.data is None:
                 try:
                     conn, addr = listener.accept()
@@ -90,10 +113,11 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--name", default=socket.gethostname())
     parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--udp-port", type=int, default=0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        serve(args.port, args.name, args.host)
+        serve(args.port, args.name, args.host, args.udp_port)
     except KeyboardInterrupt:
         pass
     return 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from .model import NETEXEC, Container, Lab
+from .model import NETEXEC, Container, DockerContainer, Lab, Node
 
 MARK = "netlab:"  # the alias put on `lo` of every namespace netlab creates: "netlab:<lab>"
 
@@ -111,7 +111,17 @@ class Spawn:
         return f"ip netns exec {_q(self.ns)} setsid -f {_q(*self.argv)} </dev/null >/dev/null 2>&1"
 
 
-Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn]
+@dataclass(frozen=True)
+class NftApply:
+    """Load an nftables ruleset inside a namespace with `nft -f -` (never in the root one)."""
+    ns: str
+    ruleset: str
+
+    def ip(self) -> str:
+        return f"ip netns exec {_q(self.ns)} nft -f - <<'EOF'\n{self.ruleset.rstrip()}\nEOF"
+
+
+Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply]
 
 
 NETEXEC_PY = str(Path(__file__).with_name("netexec.py"))
@@ -142,6 +152,8 @@ def build(lab: Lab) -> list[Op]:
             LinkUp(node.ns, "cni0"),
         ]
     for pod in lab.pods:
+        if pod.host_network:
+            continue  # hostNetwork: the pod's processes run in the node's namespace
         node = lab.node(pod.node)
         ops += [
             VethAdd(node.ns, pod.host_veth, pod.ns, "eth0"),
@@ -150,9 +162,12 @@ def build(lab: Lab) -> list[Op]:
             LinkUp(pod.ns, "eth0"),
             RouteAdd(pod.ns, "default", node.gateway, "eth0"),
         ]
+    ops += docker_ops(lab)
     ops += _routes(lab)
+    ops += outside_ops(lab)
     for pod in lab.pods:
         ops += [Spawn(pod.ns, pod.name, c.name, argv_of(c)) for c in pod.containers]
+    ops += spawn_ops(lab)
     return ops
 
 
@@ -172,3 +187,95 @@ def script(lab: Lab, ops: list[Op]) -> str:
         "set -e",
     ]
     return "\n".join(head + [op.ip() for op in ops]) + "\n"
+
+
+# ---------------------------------------------------------------- Docker modes and the outside world
+
+DOCKER_TABLE = "docker-nat"
+
+
+def docker_ops(lab: Lab) -> list[Op]:
+    """docker0 on every node that runs docker containers, a veth per bridge-mode container, and
+    the node's NAT rules; none-mode containers get only their namespace, host-mode ones nothing."""
+    ops: list[Op] = []
+    for node in lab.nodes:
+        containers = lab.containers_on(node.name)
+        if not containers:
+            continue
+        plen = int(node.docker_cidr.split("/")[1])
+        ops += [BridgeAdd(node.ns, "docker0"), AddrAdd(node.ns, "docker0", node.docker_gw, plen),
+                LinkUp(node.ns, "docker0")]
+        for c in containers:
+            if c.mode != "bridge":
+                continue
+            ops += [
+                VethAdd(node.ns, c.host_veth, c.ns, "eth0"),
+                LinkUp(node.ns, c.host_veth, master="docker0"),
+                AddrAdd(c.ns, "eth0", c.ip, plen),
+                LinkUp(c.ns, "eth0"),
+                RouteAdd(c.ns, "default", node.docker_gw, "eth0"),
+            ]
+        ops.append(NftApply(node.ns, docker_ruleset(node, containers)))
+    return ops
+
+
+def docker_ruleset(node: Node, containers: tuple[DockerContainer, ...]) -> str:
+    """The node's Docker NAT rules, as nft text: what Docker's iptables rules do, in one table.
+
+    Traffic to the node's address enters the `docker` chain from prerouting (other nodes, pods)
+    and from output (the node itself); there each published port is DNAT'd to its container.
+    Traffic from the docker subnet that leaves the node (not back into docker0) is masqueraded
+    to the address of the interface it leaves by.
+    """
+    dnat = [f"\t\t{p.proto} dport {p.host_port} dnat to {c.ip}:{p.container_port} "
+            f"comment \"{c.name} {p}\""
+            for c in containers for p in c.published]
+    lines = [
+        f"table ip {DOCKER_TABLE} {{",
+        "\tchain prerouting {",
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;",
+        f"\t\tip daddr {node.ip} jump docker",
+        "\t}",
+        "\tchain output {",
+        "\t\ttype nat hook output priority -100; policy accept;",
+        f"\t\tip daddr {node.ip} jump docker",
+        "\t}",
+        "\tchain postrouting {",
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+        f"\t\tip saddr {node.docker_cidr} oifname != \"docker0\" masquerade",
+        "\t}",
+        "\tchain docker {",
+        *dnat,
+        "\t}",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def outside_ops(lab: Lab) -> list[Op]:
+    """The outside world: a namespace on the underlay (the router) with the web server's address
+    on its lo; every node's default route points at it, so nothing a lab sends leaves the lab."""
+    out = lab.outside
+    if out is None:
+        return []
+    ops: list[Op] = [
+        VethAdd(lab.underlay_ns, out.uplink, out.ns, "eth0"),
+        LinkUp(lab.underlay_ns, out.uplink, master="br0"),
+        AddrAdd(out.ns, "eth0", out.router, out.prefixlen),
+        LinkUp(out.ns, "eth0"),
+        AddrAdd(out.ns, "lo", out.ip, 32),
+    ]
+    ops += [RouteAdd(node.ns, "default", out.router, "eth0") for node in lab.nodes]
+    return ops
+
+
+def spawn_ops(lab: Lab) -> list[Op]:
+    """Start the docker containers' processes (host mode: in the node's namespace) and the
+    outside world's web server."""
+    ops: list[Op] = [Spawn(c.ns, c.name, c.name, argv_of(c.process)) for c in lab.containers]
+    if lab.outside is not None:
+        server = Container(name="server", argv=(NETEXEC, "--port", str(lab.outside.port),
+                                                "--name", "outside"), port=lab.outside.port,
+                           image=NETEXEC)
+        ops.append(Spawn(lab.outside.ns, "outside", "server", argv_of(server)))
+    return ops
