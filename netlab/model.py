@@ -466,7 +466,6 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
     used_ips: dict[str, Loc] = {}
     subnets: list[tuple[ipaddress.IPv4Network, Loc, str]] = []
     uplinks: set[str] = set()
-    hosts = list(underlay.hosts())
     for i, n in enumerate(spec.nodes):
         loc = ("nodes", i)
         claim(n.name, loc + ("name",))
@@ -474,15 +473,15 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
             where.fail(loc, f"node '{n.name}' has no ip and the underlay has several segments: "
                             f"give `ip:` inside the segment it is on")
         if n.ip is None:
-            if 10 + i >= len(hosts):
+            ip = underlay.network_address + 11 + i
+            if not _is_host(ip, underlay):
                 where.fail(loc, f"node '{n.name}' has no ip and the underlay {underlay} has no room "
                                 f"left: give `ip:` or a larger underlay")
-            ip = hosts[10 + i]
         else:
             ip = ipaddress.IPv4Address(n.ip)
             if routed:
                 _check_routed_ip(n.name, ip, segments, router_ips, loc + ("ip",), where)
-            elif ip not in hosts:
+            elif not _is_host(ip, underlay):
                 where.fail(loc + ("ip",), f"node '{n.name}': ip {ip} is not a host address of the "
                                           f"underlay {underlay}: pick one inside it")
         seg_index = next(k for k, s in enumerate(segments) if ip in s)
@@ -491,10 +490,10 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
                                       f"{where.line(used_ips[str(ip)])}: give each node its own")
         used_ips[str(ip)] = loc + ("ip",)
         if n.podCIDR is None:
-            try:
-                subnet = list(cluster.subnets(new_prefix=24))[i + 1] if cluster.prefixlen <= 24 else None
-            except IndexError:
-                subnet = None
+            # Node i gets the (i+1)th /24 of the cluster range, as 10.244.1.0/24 for node1.
+            fits = cluster.prefixlen <= 24 and (i + 2) * 256 <= cluster.num_addresses
+            subnet = ipaddress.IPv4Network(f"{cluster.network_address + (i + 1) * 256}/24") \
+                if fits else None
             if subnet is None:
                 where.fail(loc, f"node '{n.name}' has no podCIDR and network.podCIDR {cluster} has no "
                                 f"/24 left for it: give `podCIDR:`")
@@ -541,7 +540,7 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
         if p.ip is not None:
             subnet = ipaddress.IPv4Network(node.pod_cidr)
             ip = ipaddress.IPv4Address(p.ip)
-            if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+            if not _is_host(ip, subnet):
                 where.fail(loc + ("ip",), f"pod '{p.name}': ip {ip} is outside node '{node.name}''s "
                                           f"podCIDR {subnet}: pick a host address inside it")
             if p.ip == node.gateway:
@@ -559,8 +558,7 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
         _check_containers(p, loc, where)
 
     pods: list[Pod] = []
-    free = {n.name: (str(h) for h in list(ipaddress.IPv4Network(n.pod_cidr).hosts())[1:]
-                     if str(h) not in taken[n.name]) for n in nodes}
+    free = {n.name: _free_hosts(ipaddress.IPv4Network(n.pod_cidr), taken[n.name]) for n in nodes}
     for i, p in enumerate(spec.pods):
         ip = p.ip or next(free[p.node], None)
         if ip is None:
@@ -596,7 +594,7 @@ def _segments(underlay: Union[str, list[str]], where: _Where) -> list[ipaddress.
 def _check_routed_ip(node: str, ip: ipaddress.IPv4Address, segments: list, router_ips: list,
                      loc: Loc, where: _Where) -> None:
     for seg, router in zip(segments, router_ips):
-        if ip in seg and ip not in (seg.network_address, seg.broadcast_address):
+        if _is_host(ip, seg):
             if str(ip) == router:
                 where.fail(loc, f"node '{node}': ip {ip} is the lab router's address on {seg} "
                                 f"(the segment's first host): pick another")
@@ -615,6 +613,17 @@ def _check_one_segment(nodes: list[Node], segments: list, where: _Where) -> None
     where.fail(loc, f"backend host-gw routes a pod subnet via the node's IP, which only works "
                      f"between nodes on one segment, but nodes {' and '.join(groups)} share no "
                      f"segment: use backend: vxlan or put them on one segment")
+
+
+def _is_host(ip: ipaddress.IPv4Address, net: ipaddress.IPv4Network) -> bool:
+    return ip in net and ip not in (net.network_address, net.broadcast_address)
+
+
+def _free_hosts(subnet: ipaddress.IPv4Network, taken: dict):
+    """Pod addresses in order from the second host on (the first is cni0's), skipping taken ones."""
+    hosts = subnet.hosts()
+    next(hosts)
+    return (str(h) for h in hosts if str(h) not in taken)
 
 
 def _check_containers(p: PodSpec, loc: Loc, where: _Where):

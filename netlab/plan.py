@@ -293,9 +293,8 @@ def script(lab: Lab, ops: list[Op]) -> str:
     head = [
         "#!/bin/sh",
         f"# netlab plan for lab '{lab.name}' from {lab.source}: {len(ops)} operations.",
-        "# Run as root; `netlab down` does not know a lab made this way: remove it with",
-        f"#   for ns in {' '.join(lab.namespaces)}; do",
-        "#     ip netns pids $ns | xargs -r kill; ip netns del $ns; done",
+        "# Run as root. Its namespaces carry netlab's mark, so `netlab down "
+        f"{lab.name}` removes this lab too.",
         "set -e",
     ]
     return "\n".join(head + [op.ip() for op in ops]) + "\n"

@@ -1,0 +1,63 @@
+"""`netlab plan` prints a script that builds the same kernel state as `netlab up`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import leftovers, netlab, requires_root, unique_name
+
+pytestmark = requires_root
+
+
+def ip_json(ns: str, *args: str):
+    out = subprocess.run(["ip", "-j", "-d", "-n", ns, *args], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out or "[]")
+
+
+def kernel_state(lab: str, namespaces: list[str]) -> dict:
+    """Links, addresses, routes and forwarding of every namespace, with the lab name taken out."""
+    state = {}
+    for ns in namespaces:
+        links = ip_json(ns, "link", "show")
+        names = {link["ifindex"]: link["ifname"] for link in links}
+        state[ns.replace(lab, "LAB", 1)] = {
+            "links": sorted(
+                (link["ifname"], link.get("linkinfo", {}).get("info_kind", ""),
+                 link.get("master", ""), "UP" in link["flags"], link["mtu"],
+                 link.get("ifalias", "").replace(lab, "LAB"))
+                for link in links),
+            "addrs": sorted((a["ifname"], i["local"], i["prefixlen"])
+                            for a in ip_json(ns, "-4", "addr", "show") for i in a["addr_info"]),
+            "routes": sorted((r["dst"], r.get("gateway", ""), r.get("dev", ""),
+                              r.get("protocol", ""), r.get("scope", ""))
+                             for table in ("main", "local")
+                             for r in ip_json(ns, "-4", "route", "show", "table", table)),
+            "forwarding": subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-n",
+                                          "net.ipv4.ip_forward"], capture_output=True,
+                                         text=True).stdout.strip(),
+        }
+        assert names  # every namespace has at least lo
+    return state
+
+
+def test_plan_script_builds_what_up_builds(tmp_path):
+    by_up, by_script = unique_name("plan-up"), unique_name("plan-sh")
+    try:
+        netlab("up", "--name", by_up)
+        script = tmp_path / "lab.sh"
+        script.write_text(netlab("plan", "--name", by_script).stdout)
+        run = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        lab_ns = [ln.split()[-1] for ln in script.read_text().splitlines()
+                  if ln.startswith("ip netns add ")]
+        up_state = kernel_state(by_up, [ns.replace(by_script, by_up, 1) for ns in lab_ns])
+        script_state = kernel_state(by_script, lab_ns)
+        assert up_state == script_state
+        assert len(up_state) == 10
+    finally:
+        # A lab made by the script carries netlab's marks, so `netlab down` removes it too.
+        netlab("down", by_up, check=False)
+        netlab("down", by_script, check=False)
+    assert leftovers(by_up) == [] and leftovers(by_script) == []
