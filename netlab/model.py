@@ -584,9 +584,10 @@ def _segments(underlay: Union[str, list[str]], where: _Where) -> list[ipaddress.
         seg = ipaddress.IPv4Network(text)
         for j, other in enumerate(segments):
             if seg.overlaps(other):
+                first = where.line(("network", "underlay", j))
                 where.fail(("network", "underlay", k), f"underlay segment {seg} overlaps segment "
-                                                       f"{other} (line {where.line(('network', 'underlay', j))}): "
-                                                       f"give each segment its own subnet")
+                                                       f"{other} (line {first}): give each segment "
+                                                       f"its own subnet")
         segments.append(seg)
     return segments
 
@@ -609,7 +610,9 @@ def _check_one_segment(nodes: list[Node], segments: list, where: _Where) -> None
     if len(used) < 2:
         return
     groups = [f"{', '.join(n.name for n in nodes if n.segment == k)} ({segments[k]})" for k in used]
-    loc = ("network", "backend") if ("network", "backend") in where.lines else ("network", "underlay")
+    loc = ("network", "backend")
+    if loc not in where.lines:   # backend left out: host-gw by default
+        loc = ("network", "underlay")
     where.fail(loc, f"backend host-gw routes a pod subnet via the node's IP, which only works "
                      f"between nodes on one segment, but nodes {' and '.join(groups)} share no "
                      f"segment: use backend: vxlan or put them on one segment")

@@ -95,7 +95,8 @@ def test_vxlan_across_segments_is_accepted():
     ("  - {name: node3, ip: 192.168.2.13}", "  - {name: node3}", 10, "give `ip:`"),
     ("192.168.2.13", "192.168.3.13", 10, "not a host address of any underlay segment"),
     ("192.168.2.13", "192.168.2.1", 10, "the lab router's address"),
-    ("    - 192.168.2.0/24", "    - 192.168.1.128/25", 5, "overlaps segment 192.168.1.0/24 (line 4)"),
+    ("    - 192.168.2.0/24", "    - 192.168.1.128/25", 5,
+     "overlaps segment 192.168.1.0/24 (line 4)"),
     ("  underlay:\n    - 192.168.1.0/24\n    - 192.168.2.0/24", "  underlay: 7", 3,
      "or a list of segments"),
     ("  underlay:\n    - 192.168.1.0/24\n    - 192.168.2.0/24", "  underlay: []", 3,
@@ -119,3 +120,8 @@ def test_pod_subnet_may_not_overlap_any_segment():
     text = ROUTED.format(backend="vxlan").replace("192.168.2.13}", "192.168.2.13, "
                                                   "podCIDR: 192.168.2.128/25}")
     assert "overlaps the underlay 192.168.2.0/24" in str(refused(text))
+
+
+def test_host_gw_by_default_across_segments_is_refused_at_the_underlay_line():
+    err = refused(ROUTED.format(backend="host-gw").replace("  backend: host-gw\n", ""))
+    assert err.line == 3 and "use backend: vxlan" in str(err)

@@ -82,7 +82,8 @@ def test_routed_underlay_plan_adds_the_router_and_routes_between_segments():
         up = next(op for op in of(ops, P.LinkUp) if (op.ns, op.ifname) == (lab.underlay_ns,
                                                                           node.uplink))
         assert up.master == f"br{node.segment}"
-    seg_routes = {(op.ns, op.dst, op.via) for op in of(ops, P.RouteAdd) if op.dst.startswith("192.")}
+    seg_routes = {(op.ns, op.dst, op.via) for op in of(ops, P.RouteAdd)
+                  if op.dst.startswith("192.")}
     assert seg_routes == {("o-node1", "192.168.2.0/24", "192.168.1.1"),
                           ("o-node2", "192.168.2.0/24", "192.168.1.1"),
                           ("o-node3", "192.168.1.0/24", "192.168.2.1")}
