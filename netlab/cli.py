@@ -108,6 +108,7 @@ def _show_data(lab: model.Lab) -> dict:
     statuses = lifecycle.pod_status(lab)
     return {
         "lab": lab.name, "source": lab.source, "backend": lab.backend, "underlay": lab.underlay,
+        "mtu": lab.mtu, "segments": list(lab.segments), "router": lab.router_ns or None,
         "nodes": [{"name": n.name, "namespace": n.ns, "ip": n.ip, "podCIDR": n.pod_cidr,
                    "cni0": n.gateway, "pods": len(lab.pods_on(n.name))} for n in lab.nodes],
         "pods": [{"name": s.pod.name, "namespace": s.pod.ns, "ip": s.pod.ip, "node": s.pod.node,
@@ -145,7 +146,10 @@ def _pod_status_word(s: lifecycle.PodStatus) -> str:
 
 def _render_show(lab: model.Lab) -> None:
     data = _show_data(lab)
-    out.print(f"lab {lab.name} from {lab.source}; underlay {lab.underlay}; backend {lab.backend}\n")
+    out.print(f"lab {lab.name} from {lab.source}; underlay {lab.underlay}; backend {lab.backend}; "
+              f"pod MTU {lab.mtu}\n")
+    if lab.router_ns:
+        out.print(f"segments joined by router {lab.router_ns} at {', '.join(lab.router_ips)}\n")
     nodes = _table("NODE", "IP", "POD SUBNET", "CNI0", "PODS", "NAMESPACE")
     for n in data["nodes"]:
         nodes.add_row(n["name"], n["ip"], n["podCIDR"], n["cni0"], str(n["pods"]), n["namespace"])

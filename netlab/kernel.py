@@ -23,6 +23,8 @@ NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 MS_REC, MS_BIND, MS_SHARED = 0x4000, 0x1000, 1 << 20
 MNT_DETACH = 2
+NUD_PERMANENT = 0x80
+RTNH_F_ONLINK = 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -263,6 +265,29 @@ class Kernel:
         if r.returncode != 0:
             what = " ".join(r.stderr.split())[:300]
             raise KernelError(f"`ip netns exec {op.ns} nft -f -` failed: {what}")
+    def _link_mtu(self, op: P.LinkMtu) -> None:
+        self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), mtu=op.mtu)
+
+    def _vxlan_add(self, op: P.VxlanAdd) -> None:
+        self.sock(op.ns).link("add", ifname=op.ifname, kind="vxlan", address=op.mac, mtu=op.mtu,
+                              vxlan_id=op.vni, vxlan_local=op.local, vxlan_port=op.port,
+                              vxlan_link=self.index(op.ns, op.dev), vxlan_learning=0)
+
+    def _neigh_add(self, op: P.NeighAdd) -> None:
+        self.sock(op.ns).neigh("add", dst=op.address, lladdr=op.mac,
+                               ifindex=self.index(op.ns, op.dev), state=NUD_PERMANENT)
+
+    def _fdb_append(self, op: P.FdbAppend) -> None:
+        # pyroute2's fdb() adds NUD_NOARP|NUD_PERMANENT and NTF_SELF, as `bridge fdb ... self
+        # permanent` does.
+        self.sock(op.ns).fdb("append", ifindex=self.index(op.ns, op.dev), lladdr=op.mac,
+                             dst=op.dst)
+
+    def _onlink_route_add(self, op: P.OnlinkRouteAdd) -> None:
+        # onlink: the kernel takes the gateway as directly reachable on the device, although no
+        # address of the device covers it (the device must be up).
+        self.sock(op.ns).route("add", dst=op.dst, gateway=op.via, oif=self.index(op.ns, op.dev),
+                               flags=RTNH_F_ONLINK, proto=3)
 
     _appliers: dict[type, Callable] = {
         P.NetnsAdd: _netns_add,
@@ -273,6 +298,11 @@ class Kernel:
         P.RouteAdd: _route_add,
         P.Sysctl: _sysctl,
         P.NftApply: _nft_apply,
+        P.LinkMtu: _link_mtu,
+        P.VxlanAdd: _vxlan_add,
+        P.NeighAdd: _neigh_add,
+        P.FdbAppend: _fdb_append,
+        P.OnlinkRouteAdd: _onlink_route_add,
     }
 
     # ------------------------------------------------------------ observation

@@ -29,6 +29,11 @@ DEFAULT_PORT = 8080
 DOCKER_CIDR = "172.17.0.0/16"   # docker0's default subnet, on every node unless it says otherwise
 OUTSIDE_IP = "203.0.113.10"     # the outside world's web server: a documentation address (RFC 5737)
 OUTSIDE_PORT = 80
+UNDERLAY_MTU = 1500   # every underlay link is plain Ethernet
+VXLAN_OVERHEAD = 50   # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8, as flannel subtracts
+VXLAN_VNI = 1         # flannel's default VNI (its device is flannel.<VNI>)
+VXLAN_PORT = 4789     # the IANA VXLAN port (the kernel's own default is 8472)
+VXLAN_DEV = "flannel.1"
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "three-node.yaml"
 
@@ -178,11 +183,25 @@ class NodeSpec(_Spec):
 
 
 class NetworkSpec(_Spec):
-    underlay: str = "192.168.1.0/24"
+    underlay: Union[str, list[str]] = "192.168.1.0/24"
     podCIDR: str = "10.244.0.0/16"
-    backend: Literal["host-gw"] = "host-gw"
+    backend: Literal["host-gw", "vxlan"] = "host-gw"
 
-    _cidr = field_validator("underlay", "podCIDR")(classmethod(lambda cls, v: _check_cidr(v)))
+    _cidr = field_validator("podCIDR")(classmethod(lambda cls, v: _check_cidr(v)))
+    _underlay = field_validator("underlay", mode="before")(
+        classmethod(lambda cls, v: _check_underlay(v)))
+
+
+def _check_underlay(value: Any) -> Any:
+    """One subnet (a flat switch) or a list of segments joined by the lab's router."""
+    if isinstance(value, str):
+        return _check_cidr(value)
+    if isinstance(value, list) and value and all(isinstance(s, str) for s in value):
+        for s in value:
+            _check_cidr(s)
+        return value
+    raise ValueError("give one subnet like 192.168.1.0/24, or a list of segments joined by a "
+                     "router like [192.168.1.0/24, 192.168.2.0/24]")
 
 
 class DockerSpec(_Spec):
@@ -275,6 +294,9 @@ class Node:
     uplink: str           # the node's port on the underlay bridge (in the underlay namespace)
     docker_cidr: str = DOCKER_CIDR
     docker_gw: str = "172.17.0.1"   # docker0's address: the first host of docker_cidr
+    segment: int = 0      # index of the node's underlay segment in Lab.segments
+    vtep: str = ""        # vxlan: flannel.1's address, the pod subnet's network address (/32)
+    vtep_mac: str = ""    # vxlan: flannel.1's MAC, derived from the node IP (0a:58:<ip>)
 
 
 @dataclass(frozen=True)
@@ -286,6 +308,7 @@ class Pod:
     host_veth: str        # the node's end of the pod's veth, enslaved to cni0
     containers: tuple[Container, ...]
     host_network: bool = False   # hostNetwork: true: no namespace of its own, the node's IP
+    mtu: int = UNDERLAY_MTU   # of eth0 (and its veth peer): less than the underlay on vxlan
 
 
 @dataclass(frozen=True)
@@ -340,6 +363,10 @@ class Lab:
     underlay_ns: str = field(default="")
     containers: tuple[DockerContainer, ...] = ()
     outside: Optional[Outside] = None
+    mtu: int = UNDERLAY_MTU          # the pods' MTU: 1500 on host-gw, 1450 on vxlan
+    segments: tuple[str, ...] = ()   # the underlay's subnets; more than one: joined by a router
+    router_ns: str = ""              # "<lab>-router" when the underlay has several segments
+    router_ips: tuple[str, ...] = () # the router's address in each segment (its first host)
 
     def container(self, name: str) -> DockerContainer:
         return next(c for c in self.containers if c.name == name)
@@ -358,10 +385,27 @@ class Lab:
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        return ((self.underlay_ns,) + tuple(n.ns for n in self.nodes)
+        router = (self.router_ns,) if self.router_ns else ()
+        return ((self.underlay_ns,) + router + tuple(n.ns for n in self.nodes)
                 + tuple(p.ns for p in self.pods if not p.host_network)
                 + tuple(c.ns for c in self.containers if c.mode != "host")
                 + ((self.outside.ns,) if self.outside else ()))
+
+
+def largest_ping_payload(lab: Lab) -> int:
+    """The largest `ping -M do -s N` payload that fits every pod's MTU (IPv4 20 + ICMP 8 bytes)."""
+    return min((p.mtu for p in lab.pods), default=lab.mtu) - 28
+
+
+def bridge_name(segment: int) -> str:
+    """The underlay bridge of a segment, in the underlay namespace."""
+    return f"br{segment}"
+
+
+def vtep_mac(node_ip: str) -> str:
+    """flannel.1's MAC for a node: locally administered 0a:58 then the node IP, so it is stable
+    and the plan stays pure (flannel lets the kernel pick one and publishes it instead)."""
+    return "0a:58:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(node_ip).packed)
 
 
 def netexec_argv(pod: str, port: int) -> tuple[str, ...]:
@@ -497,11 +541,15 @@ def _name_from_path(path: str, where: _Where) -> str:
 
 
 def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) -> Lab:
-    underlay = ipaddress.IPv4Network(spec.network.underlay)
+    segments = _segments(spec.network.underlay, where)
+    underlay = segments[0]
     cluster = ipaddress.IPv4Network(spec.network.podCIDR)
-    if underlay.overlaps(cluster):
-        where.fail(("network", "podCIDR"), f"podCIDR {cluster} overlaps the underlay {underlay}: "
-                                           f"use separate ranges")
+    for seg in segments:
+        if seg.overlaps(cluster):
+            where.fail(("network", "podCIDR"), f"podCIDR {cluster} overlaps the underlay {seg}: "
+                                               f"use separate ranges")
+    routed = len(segments) > 1
+    router_ips = [str(next(s.hosts())) for s in segments] if routed else []
 
     seen: dict[str, Loc] = {}
 
@@ -521,6 +569,9 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
     for i, n in enumerate(spec.nodes):
         loc = ("nodes", i)
         claim(n.name, loc + ("name",))
+        if n.ip is None and routed:
+            where.fail(loc, f"node '{n.name}' has no ip and the underlay has several segments: "
+                            f"give `ip:` inside the segment it is on")
         if n.ip is None:
             ip = underlay.network_address + 11 + i
             if not _is_host(ip, underlay):
@@ -528,9 +579,12 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
                                 f"left: give `ip:` or a larger underlay")
         else:
             ip = ipaddress.IPv4Address(n.ip)
-            if not _is_host(ip, underlay):
+            if routed:
+                _check_routed_ip(n.name, ip, segments, router_ips, loc + ("ip",), where)
+            elif not _is_host(ip, underlay):
                 where.fail(loc + ("ip",), f"node '{n.name}': ip {ip} is not a host address of the "
                                           f"underlay {underlay}: pick one inside it")
+        seg_index = next(k for k, s in enumerate(segments) if ip in s)
         if str(ip) in used_ips:
             where.fail(loc + ("ip",), f"node '{n.name}': ip {ip} is already used on line "
                                       f"{where.line(used_ips[str(ip)])}: give each node its own")
@@ -546,9 +600,10 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
         else:
             subnet = ipaddress.IPv4Network(n.podCIDR)
         sloc = loc + ("podCIDR",)
-        if subnet.overlaps(underlay):
-            where.fail(sloc, f"node '{n.name}': podCIDR {subnet} overlaps the underlay {underlay}: "
-                             f"use a separate range such as 10.244.{i + 1}.0/24")
+        for seg in segments:
+            if subnet.overlaps(seg):
+                where.fail(sloc, f"node '{n.name}': podCIDR {subnet} overlaps the underlay {seg}: "
+                                 f"use a separate range such as 10.244.{i + 1}.0/24")
         for other, oloc, oname in subnets:
             if subnet.overlaps(other):
                 where.fail(sloc, f"node '{n.name}': podCIDR {subnet} overlaps node '{oname}''s "
@@ -558,12 +613,20 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
         if uplink in uplinks:
             where.fail(loc + ("name",), f"node '{n.name}' would get the same interface name "
                                         f"'{uplink}' as another node: shorten the name")
+        if uplink in {bridge_name(k) for k in range(len(segments))}:
+            where.fail(loc + ("name",), f"node '{n.name}' would get the name of the underlay's "
+                                        f"bridge '{uplink}': rename the node")
         uplinks.add(uplink)
         docker = ipaddress.IPv4Network(n.dockerCIDR or DOCKER_CIDR)
         nodes.append(Node(name=n.name, ns=f"{lab}-{n.name}", ip=str(ip),
-                          prefixlen=underlay.prefixlen, pod_cidr=str(subnet),
+                          prefixlen=segments[seg_index].prefixlen, pod_cidr=str(subnet),
                           gateway=str(next(subnet.hosts())), uplink=uplink,
+                          segment=seg_index, vtep=str(subnet.network_address),
+                          vtep_mac=vtep_mac(str(ip)),
                           docker_cidr=str(docker), docker_gw=str(next(docker.hosts()))))
+    if spec.network.backend == "host-gw":
+        _check_one_segment(nodes, segments, where)
+    mtu = UNDERLAY_MTU - VXLAN_OVERHEAD if spec.network.backend == "vxlan" else UNDERLAY_MTU
 
     by_name = {n.name: n for n in nodes}
     taken: dict[str, dict[str, Loc]] = {n.name: {} for n in nodes}
@@ -618,14 +681,62 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
                                             f"address left for pod '{p.name}': use a larger podCIDR")
         containers = tuple(_container(p.name, c) for c in p.containers)
         pods.append(Pod(name=p.name, ns=f"{lab}-{p.name}", node=p.node, ip=ip,
-                        host_veth=ifname_for(p.name, "veth-"), containers=containers))
+                        host_veth=ifname_for(p.name, "veth-"), containers=containers, mtu=mtu))
 
     _check_docker_cidrs(spec, nodes, underlay, cluster, where)
     containers = _docker_containers(spec, lab, by_name, pods, veths, claim, where)
+    if spec.outside is not None and routed:
+        where.fail(("outside",), "an outside world needs a flat underlay (one subnet); this one has "
+                                 "several segments: drop `outside:` or use one segment")
     outside = _outside(spec, lab, nodes, underlay, cluster, where)
     return Lab(name=lab, source=path, text=text, backend=spec.network.backend,
-               underlay=str(underlay), nodes=tuple(nodes), pods=tuple(pods),
-               underlay_ns=f"{lab}-underlay", containers=containers, outside=outside)
+               underlay=", ".join(str(s) for s in segments), nodes=tuple(nodes), pods=tuple(pods),
+               underlay_ns=f"{lab}-underlay", mtu=mtu, segments=tuple(str(s) for s in segments),
+               router_ns=f"{lab}-router" if routed else "", router_ips=tuple(router_ips),
+               containers=containers, outside=outside)
+
+
+def _segments(underlay: Union[str, list[str]], where: _Where) -> list[ipaddress.IPv4Network]:
+    """The underlay's segments: one for a flat switch, several joined by `<lab>-router`."""
+    if isinstance(underlay, str):
+        return [ipaddress.IPv4Network(underlay)]
+    segments: list[ipaddress.IPv4Network] = []
+    for k, text in enumerate(underlay):
+        seg = ipaddress.IPv4Network(text)
+        for j, other in enumerate(segments):
+            if seg.overlaps(other):
+                first = where.line(("network", "underlay", j))
+                where.fail(("network", "underlay", k), f"underlay segment {seg} overlaps segment "
+                                                       f"{other} (line {first}): give each segment "
+                                                       f"its own subnet")
+        segments.append(seg)
+    return segments
+
+
+def _check_routed_ip(node: str, ip: ipaddress.IPv4Address, segments: list, router_ips: list,
+                     loc: Loc, where: _Where) -> None:
+    for seg, router in zip(segments, router_ips):
+        if _is_host(ip, seg):
+            if str(ip) == router:
+                where.fail(loc, f"node '{node}': ip {ip} is the lab router's address on {seg} "
+                                f"(the segment's first host): pick another")
+            return
+    where.fail(loc, f"node '{node}': ip {ip} is not a host address of any underlay segment "
+                    f"({', '.join(map(str, segments))}): pick one inside a segment")
+
+
+def _check_one_segment(nodes: list[Node], segments: list, where: _Where) -> None:
+    """host-gw routes a pod subnet via the node's own IP, so that IP must be on the same switch."""
+    used = sorted({n.segment for n in nodes})
+    if len(used) < 2:
+        return
+    groups = [f"{', '.join(n.name for n in nodes if n.segment == k)} ({segments[k]})" for k in used]
+    loc = ("network", "backend")
+    if loc not in where.lines:   # backend left out: host-gw by default
+        loc = ("network", "underlay")
+    where.fail(loc, f"backend host-gw routes a pod subnet via the node's IP, which only works "
+                     f"between nodes on one segment, but nodes {' and '.join(groups)} share no "
+                     f"segment: use backend: vxlan or put them on one segment")
 
 
 def _is_host(ip: ipaddress.IPv4Address, net: ipaddress.IPv4Network) -> bool:
@@ -790,7 +901,7 @@ def _outside(spec: ScenarioSpec, lab: str, nodes: list[Node], underlay, cluster,
     if spec.outside is None:
         return None
     ip = ipaddress.IPv4Address(spec.outside.ip)
-    router = list(underlay.hosts())[-1]
+    router = underlay.broadcast_address - 1
     loc = ("outside", "ip")
     nets = [(underlay, "the underlay"), (cluster, "network.podCIDR")]
     nets += [(ipaddress.IPv4Network(n.docker_cidr), f"node '{n.name}''s dockerCIDR") for n in nodes]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from .model import NETEXEC, Container, DockerContainer, Lab, Node
+from .model import (NETEXEC, UNDERLAY_MTU, VXLAN_DEV, VXLAN_PORT, VXLAN_VNI, Container,
+                    DockerContainer, Lab, Node, bridge_name)
 
 MARK = "netlab:"  # the alias put on `lo` of every namespace netlab creates: "netlab:<lab>"
 
@@ -121,7 +122,76 @@ class NftApply:
         return f"ip netns exec {_q(self.ns)} nft -f - <<'EOF'\n{self.ruleset.rstrip()}\nEOF"
 
 
-Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply]
+
+
+@dataclass(frozen=True)
+class LinkMtu:
+    ns: str
+    ifname: str
+    mtu: int
+
+    def ip(self) -> str:
+        return f"ip -n {_q(self.ns)} link set dev {_q(self.ifname)} mtu {self.mtu}"
+
+
+@dataclass(frozen=True)
+class VxlanAdd:
+    """A VXLAN device (flannel.1): unicast to the peers in its fdb, learning off, no multicast."""
+    ns: str
+    ifname: str
+    vni: int
+    local: str        # this node's underlay IP, the outer source address
+    dev: str          # the underlay link the outer packets leave by
+    port: int         # UDP destination port
+    mac: str
+    mtu: int
+
+    def ip(self) -> str:
+        return (f"ip -n {_q(self.ns)} link add {_q(self.ifname)} address {self.mac} mtu {self.mtu} "
+                f"type vxlan id {self.vni} local {self.local} dev {_q(self.dev)} "
+                f"dstport {self.port} nolearning")
+
+
+@dataclass(frozen=True)
+class NeighAdd:
+    """A permanent neighbour entry: the peer VTEP's address -> its MAC (no ARP over the overlay)."""
+    ns: str
+    dev: str
+    address: str
+    mac: str
+
+    def ip(self) -> str:
+        return (f"ip -n {_q(self.ns)} neigh add {self.address} lladdr {self.mac} "
+                f"dev {_q(self.dev)} nud permanent")
+
+
+@dataclass(frozen=True)
+class FdbAppend:
+    """A VXLAN forwarding entry: frames to `mac` go in UDP to the node at `dst`."""
+    ns: str
+    dev: str
+    mac: str
+    dst: str
+
+    def ip(self) -> str:
+        return (f"bridge -n {_q(self.ns)} fdb append {self.mac} dev {_q(self.dev)} dst {self.dst} "
+                f"self permanent")
+
+
+@dataclass(frozen=True)
+class OnlinkRouteAdd:
+    """A route whose gateway is on no subnet of the device (flannel's `via 10.244.2.0 onlink`)."""
+    ns: str
+    dst: str
+    via: str
+    dev: str
+
+    def ip(self) -> str:
+        return f"ip -n {_q(self.ns)} route add {self.dst} via {self.via} dev {_q(self.dev)} onlink"
+
+
+Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd]
 
 
 NETEXEC_PY = str(Path(__file__).with_name("netexec.py"))
@@ -139,11 +209,12 @@ def build(lab: Lab) -> list[Op]:
     """Every operation that brings `lab` up, in an order the kernel accepts."""
     ops: list[Op] = [NetnsAdd(ns, lab.name) for ns in lab.namespaces]
     under = lab.underlay_ns
-    ops += [BridgeAdd(under, "br0"), LinkUp(under, "br0")]
+    for k in range(max(len(lab.segments), 1)):
+        ops += [BridgeAdd(under, bridge_name(k)), LinkUp(under, bridge_name(k))]
     for node in lab.nodes:
         ops += [
             VethAdd(under, node.uplink, node.ns, "eth0"),
-            LinkUp(under, node.uplink, master="br0"),
+            LinkUp(under, node.uplink, master=bridge_name(node.segment)),
             AddrAdd(node.ns, "eth0", node.ip, node.prefixlen),
             LinkUp(node.ns, "eth0"),
             Sysctl(node.ns, "net.ipv4.ip_forward", "1"),
@@ -163,7 +234,8 @@ def build(lab: Lab) -> list[Op]:
             RouteAdd(pod.ns, "default", node.gateway, "eth0"),
         ]
     ops += docker_ops(lab)
-    ops += _routes(lab)
+    ops += _router(lab) + _pod_mtu(lab)
+    ops += _routes(lab) if lab.backend == "host-gw" else _vxlan(lab)
     ops += outside_ops(lab)
     for pod in lab.pods:
         ops += [Spawn(pod.ns, pod.name, c.name, argv_of(c)) for c in pod.containers]
@@ -175,6 +247,62 @@ def _routes(lab: Lab) -> list[Op]:
     """host-gw: every node routes every other node's pod subnet via that node's IP."""
     return [RouteAdd(node.ns, other.pod_cidr, other.ip, "eth0")
             for node in lab.nodes for other in lab.nodes if other is not node]
+
+
+def _router(lab: Lab) -> list[Op]:
+    """A routed underlay: `<lab>-router` has a port on each segment's bridge and forwards between
+    them; every node routes the other segments via the router's address on its own segment."""
+    if not lab.router_ns:
+        return []
+    ops: list[Op] = [Sysctl(lab.router_ns, "net.ipv4.ip_forward", "1")]
+    for k, (segment, address) in enumerate(zip(lab.segments, lab.router_ips)):
+        port = f"router_{k}"   # '_' is in no node name, so no clash with a node's uplink
+        ops += [
+            VethAdd(lab.underlay_ns, port, lab.router_ns, f"eth{k}"),
+            LinkUp(lab.underlay_ns, port, master=bridge_name(k)),
+            AddrAdd(lab.router_ns, f"eth{k}", address, int(segment.split("/")[1])),
+            LinkUp(lab.router_ns, f"eth{k}"),
+        ]
+    for node in lab.nodes:
+        ops += [RouteAdd(node.ns, segment, lab.router_ips[node.segment], "eth0")
+                for k, segment in enumerate(lab.segments) if k != node.segment]
+    return ops
+
+
+def _pod_mtu(lab: Lab) -> list[Op]:
+    """Below the underlay's MTU (vxlan), cni0 and both ends of every pod's veth get the pods' MTU,
+    as flannel's CNI plugin does; at the underlay's MTU nothing needs setting."""
+    ops: list[Op] = []
+    for node in lab.nodes:
+        if lab.mtu < UNDERLAY_MTU:
+            ops.append(LinkMtu(node.ns, "cni0", lab.mtu))
+    for pod in lab.pods:
+        if pod.mtu < UNDERLAY_MTU and not pod.host_network:
+            ops += [LinkMtu(lab.node(pod.node).ns, pod.host_veth, pod.mtu),
+                    LinkMtu(pod.ns, "eth0", pod.mtu)]
+    return ops
+
+
+def _vxlan(lab: Lab) -> list[Op]:
+    """flannel's vxlan backend, statically: on each node a flannel.1 with address <podCIDR>.0/32,
+    and for every other node a route via its VTEP address `onlink`, a permanent neighbour entry
+    for that address (its VTEP MAC), and an fdb entry sending that MAC to the node's IP."""
+    ops: list[Op] = []
+    for node in lab.nodes:
+        ops += [
+            VxlanAdd(node.ns, VXLAN_DEV, VXLAN_VNI, node.ip, "eth0", VXLAN_PORT, node.vtep_mac,
+                     lab.mtu),
+            AddrAdd(node.ns, VXLAN_DEV, node.vtep, 32),
+            LinkUp(node.ns, VXLAN_DEV),
+        ]
+        for other in lab.nodes:
+            if other is not node:
+                ops += [
+                    NeighAdd(node.ns, VXLAN_DEV, other.vtep, other.vtep_mac),
+                    FdbAppend(node.ns, VXLAN_DEV, other.vtep_mac, other.ip),
+                    OnlinkRouteAdd(node.ns, other.pod_cidr, other.vtep, VXLAN_DEV),
+                ]
+    return ops
 
 
 def script(lab: Lab, ops: list[Op]) -> str:
