@@ -263,7 +263,7 @@ def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
         out.print(f"trace in lab {lab.name}: {walked.src} -> {walked.dst}\n", markup=False)
         out.print(T.render(walked, names), markup=False)
     if not walked.arrived:
-        raise typer.Exit(1)
+        raise NetlabError(f"the packet does not arrive: {walked.reason}", 1)
 
 
 # ---------------------------------------------------------------- entry point

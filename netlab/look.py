@@ -39,9 +39,12 @@ def _live_snapshot(lab: model.Lab) -> snapshot.Snapshot:
 
 
 def target_lab(target: Optional[str], name: Optional[str]) -> tuple[model.Lab, bool]:
-    """(Lab, live?) for a scenario path or a lab name that is up; the only lab when None."""
+    """(Lab, live?) for a scenario path or a lab name that is up; the only lab when None (the
+    default scenario when no lab is up)."""
     if target is not None and Path(target).is_file():
         return model.load(target, name), False
+    if target is None and not state.labs():
+        return model.load(None, name), False   # nothing is up: the default scenario's plan
     if target is not None and ("/" in target or target.endswith((".yaml", ".yml"))):
         model.load(target, name)  # raises the file error, naming the path
     lab_name = state.only_lab(target)
