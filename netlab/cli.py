@@ -260,10 +260,12 @@ def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
     if as_json:
         out.print_json(data=walked.to_dict())
     else:
-        out.print(f"trace in lab {lab.name}: {walked.src} -> {walked.dst}\n", markup=False)
+        out.print(f"trace in lab {lab.name}: {args[-2]} -> {args[-1]} ({walked.dst})\n",
+                  markup=False)
         out.print(T.render(walked, names), markup=False)
     if not walked.arrived:
-        raise NetlabError(f"the packet does not arrive: {walked.reason}", 1)
+        raise NetlabError(f"the packet from {args[-2]} does not arrive at {walked.dst}: it stops "
+                          f"in {walked.hops[-1].ns}", 1)
 
 
 # ---------------------------------------------------------------- entry point
