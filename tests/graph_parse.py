@@ -69,8 +69,14 @@ def expected(lab) -> dict:
         if isinstance(op, plan.VethAdd):
             veths.append((op.ifname, op.peer))
             edges.add((frozenset({rep(op.ns, op.ifname), rep(op.peer_ns, op.peer)}), "veth"))
-        elif isinstance(op, plan.RouteAdd) and op.dst != "default":
+        elif all(hasattr(op, a) for a in ("ns", "dst", "via", "dev")) and op.dst != "default" \
+                and owner.get(op.via, (op.ns,))[0] != op.ns:
+            # RouteAdd, and route ops added by other features (an on-link route of an overlay)
             edges.add((frozenset({rep(op.ns, op.dev), rep(*owner[op.via])}), op.dst))
+    if getattr(lab, "backend", "") == "vxlan":
+        tunnels = [op for op in ops if hasattr(op, "vni") and hasattr(op, "ifname")]
+        edges |= {(frozenset({rep(a.ns, a.ifname), rep(b.ns, b.ifname)}), "tunnel")
+                  for i, a in enumerate(tunnels) for b in tunnels[i + 1:] if a.vni == b.vni}
     return {
         "pods": [p.name for p in lab.pods],
         "ips": [p.ip for p in lab.pods] + [n.ip for n in lab.nodes] + [n.gateway for n in lab.nodes],
@@ -84,5 +90,6 @@ def drawn_edges(parsed: dict) -> set:
     """The DOT's edges in the form of expected()['edges']: veth lines and route arrows."""
     out = set()
     for a, b, label in parsed["edges"]:
-        out.add((frozenset({a, b}), "veth" if "\u2194" in label else label))
+        kind = "tunnel" if label.startswith("VXLAN") else "veth" if "\u2194" in label else label
+        out.add((frozenset({a, b}), kind))
     return out
