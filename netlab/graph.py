@@ -98,7 +98,8 @@ def _processes(lab: Lab) -> dict[str, list[str]]:
         for c in p.containers:
             what = f":{c.port}" if c.port else ""
             run = f"{c.image} {what}" if c.image else " ".join(c.argv)[:24]
-            out.setdefault(ns, []).append(f"{c.name}: {run}")
+            who = f"pod {p.name} (hostNetwork) " if getattr(p, "host_network", False) else ""
+            out.setdefault(ns, []).append(f"{who}{c.name}: {run}")
     for c in getattr(lab, "containers", ()):
         if getattr(c, "ns", None):
             out.setdefault(c.ns, []).append(f"{c.name} [{getattr(c, 'mode', '?')} mode]")
