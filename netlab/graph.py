@@ -218,7 +218,10 @@ def _uplink_ip(ns: Namespace) -> str:
 
 
 def read_results(path: Path) -> Optional[list[dict]]:
-    """verify.json: a JSON list of {rule, src, dst, passed, ...}; None when verify has not run."""
+    """verify.json as a list of {rule, src, dst, passed}; None when verify has not run.
+
+    Accepted: a JSON list of checks, or verify's --json report (an object whose "results" is that
+    list); a check names its ends src/dst (or from/to) and its outcome passed (or ok)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -226,10 +229,16 @@ def read_results(path: Path) -> Optional[list[dict]]:
     except (OSError, ValueError) as e:
         raise NetlabError(f"{path}: not a verify results file ({e}): run `sudo netlab verify` "
                           f"again", 1) from None
-    if not isinstance(data, list) or not all(isinstance(r, dict) and "passed" in r for r in data):
-        raise NetlabError(f"{path}: expected a JSON list of {{rule, src, dst, passed}}: run "
-                          f"`sudo netlab verify` again", 1)
-    return data
+    if isinstance(data, dict):
+        data = data.get("results")
+    rows = []
+    for r in data if isinstance(data, list) else [None]:
+        if not isinstance(r, dict) or ("passed" not in r and "ok" not in r):
+            raise NetlabError(f"{path}: expected a JSON list of {{rule, src, dst, passed}}: run "
+                              f"`sudo netlab verify` again", 1)
+        rows.append({**r, "rule": r.get("rule", ""), "src": r.get("src", r.get("from")),
+                     "dst": r.get("dst", r.get("to")), "passed": bool(r.get("passed", r.get("ok")))})
+    return rows
 
 
 def _place(lab: Lab, snap: Snapshot, who: str) -> tuple[Optional[str], Optional[str]]:

@@ -73,7 +73,7 @@ def picture(target: Optional[str], name: Optional[str] = None, verify: bool = Fa
 # ---------------------------------------------------------------- trace
 
 
-def _place(lab: model.Lab, who: str, snap: snapshot.Snapshot, as_source: bool) -> tuple[str, str]:
+def _place(lab: model.Lab, who: str, as_source: bool) -> tuple[str, str]:
     """A pod, node or container name -> (namespace, ip); an address is fine as a destination."""
     for obj in list(lab.pods) + list(lab.nodes) + list(getattr(lab, "containers", ())):
         if obj.name == who:
@@ -101,16 +101,21 @@ def trace(args: list[str]) -> tuple[model.Lab, T.Trace, dict[str, str]]:
     else:
         raise NetlabError("usage: sudo netlab trace [LAB] FROM TO (e.g. netlab trace web db)")
     lab = lifecycle.load_up(lab_name)
-    snap = _live_snapshot(lab)
-    src_ns, _ = _place(lab, frm, snap, True)
-    _, dst_ip = _place(lab, to, snap, False)
+    src_ns, _ = _place(lab, frm, True)
+    _, dst_ip = _place(lab, to, False)
     if not dst_ip:
         raise NetlabError(f"'{to}' has no address to trace to (a container in none mode?)")
+    names = {ns: f"{kind} {name}" for ns, (kind, name) in G.roles(lab).items()}
+    return lab, live_trace(lab, src_ns, dst_ip), names
+
+
+def live_trace(lab: model.Lab, src_ns: str, dst_ip: str) -> T.Trace:
+    """The path from a namespace of a lab that is up to an address, as the kernel routes it
+    (for `netlab trace`, and for verify to say where a failed probe's packet stopped)."""
     from . import kernel
+    snap = _live_snapshot(lab)
 
     def find(ns: snapshot.Namespace, dst: str) -> snapshot.Lookup:
         return T.from_route_get(ns, dst, kernel.route_get(ns.name, dst))
 
-    walked = T.walk(snap, src_ns, dst_ip, find, snapshot.of_plan(lab))
-    names = {ns: f"{kind} {name}" for ns, (kind, name) in G.roles(lab).items()}
-    return lab, walked, names
+    return T.walk(snap, src_ns, dst_ip, find, snapshot.of_plan(lab))

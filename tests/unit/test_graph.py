@@ -130,6 +130,12 @@ def test_verify_results_file(tmp_path):
     rows = [{"rule": "r", "src": "web", "dst": "db", "passed": True, "command": "curl ..."}]
     (tmp_path / "verify.json").write_text(json.dumps(rows))
     assert G.read_results(tmp_path / "verify.json") == rows
+    # verify's own --json report is read too: {"results": [{from, to, ok, ...}]}
+    report = {"lab": "x", "results": [{"rule": "r", "from": "web", "to": "db", "ok": False}]}
+    (tmp_path / "verify.json").write_text(json.dumps(report))
+    assert G.read_results(tmp_path / "verify.json") == [
+        {"rule": "r", "from": "web", "to": "db", "ok": False, "src": "web", "dst": "db",
+         "passed": False}]
 
 
 def test_vxlan_tunnels_are_drawn_between_nodes():
