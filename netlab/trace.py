@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
-from .snapshot import Iface, Lookup, Namespace, Snapshot, lookup as table_lookup
+from .snapshot import Lookup, Namespace, Snapshot, lookup as table_lookup
 
 MAX_HOPS = 32
 End = tuple[str, str]   # (namespace, ifname)

@@ -7,8 +7,6 @@ import json
 import shutil
 import subprocess
 
-import pytest
-
 from conftest import SCENARIOS, netlab, requires_root
 from graph_parse import drawn_edges, expected, parse_dot, parse_svg
 from netlab import model
