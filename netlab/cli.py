@@ -263,6 +263,57 @@ def _target_ns(name: str, target: str) -> Optional[str]:
     return None
 
 
+@app.command()
+def graph(target: Optional[str] = typer.Argument(None, metavar="[SCENARIO|LAB]", show_default=False,
+                                                 help="A scenario file (draws its plan) or a lab "
+                                                      "that is up (draws the kernel's state)."),
+          output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                                help="Write here (default: stdout)."),
+          fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                            help="svg, png, dot or mermaid (default: from -o's "
+                                                 "suffix, else svg)."),
+          name: Optional[str] = NameOpt,
+          verify: bool = typer.Option(False, "--verify", help="Colour pods and links by the "
+                                                              "last `netlab verify`.")) -> None:
+    """Draw the lab: namespaces, bridges, veth pairs, routes between nodes (Graphviz)."""
+    from . import graph as G, look
+    fmt = fmt or (output.suffix[1:] if output and output.suffix[1:] in G.FORMATS else
+                  "mermaid" if output and output.suffix in (".mmd", ".mermaid") else "svg")
+    if fmt not in G.FORMATS:
+        raise NetlabError(f"--format {fmt}: use one of {', '.join(G.FORMATS)}")
+    pic = look.picture(target, name, verify)
+    data = G.render(pic.graph, fmt)
+    if pic.verify_note:
+        print(f"netlab: {pic.verify_note}", file=sys.stderr)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+        what = "the kernel's state of lab" if pic.live else "the plan of lab"
+        out.print(f"wrote {output} ({fmt}, {len(data)} bytes): {what} {pic.lab.name}"
+                  f"{'; ' + pic.graph.note if pic.graph.note else ''}")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
+                                           help="FROM: a pod or node; TO: a pod, node or address."),
+          as_json: bool = JsonOpt) -> None:
+    """Show the path a packet takes, namespace by namespace, and where it stops (ip route get)."""
+    need_root("trace")
+    from . import look, trace as T
+    lab, walked, names = look.trace(args)
+    if as_json:
+        out.print_json(data=walked.to_dict())
+    else:
+        out.print(f"trace in lab {lab.name}: {args[-2]} -> {args[-1]} ({walked.dst})\n",
+                  markup=False)
+        out.print(T.render(walked, names), markup=False)
+    if not walked.arrived:
+        raise NetlabError(f"the packet from {args[-2]} does not arrive at {walked.dst}: it stops "
+                          f"in {walked.hops[-1].ns}", 1)
+
+
 # ---------------------------------------------------------------- entry point
 
 
