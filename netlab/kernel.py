@@ -272,3 +272,8 @@ class Kernel:
                         "via": r.get("gateway"), "dev": names.get(r.get("oif"))})
         return out
 
+    def ipv4_addresses(self, ns: str, ifname: str) -> list[str]:
+        """The IPv4 addresses (address/prefixlen) on one interface of a namespace."""
+        index = self.index(ns, ifname)
+        return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in self.sock(ns).get_addr(family=2) if a["index"] == index]

@@ -26,6 +26,7 @@ NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 RESERVED = {"underlay", "outside", "router"}
 NETEXEC = "netexec"
 DEFAULT_PORT = 8080
+NODE_PORT = 8000  # every node runs netlab's server on this port (the classic `nc -l 8000`)
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "three-node.yaml"
 
@@ -179,12 +180,24 @@ class NetworkSpec(_Spec):
     _cidr = field_validator("underlay", "podCIDR")(classmethod(lambda cls, v: _check_cidr(v)))
 
 
+class CheckSpec(_Spec):
+    """A check written in the scenario: from a pod or node to a pod, node or address."""
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: Optional[str] = None
+    from_: str = Field(alias="from")
+    to: str
+    port: Optional[int] = Field(default=None, ge=1, le=65535)
+    expect: Literal["reachable", "unreachable"] = "reachable"
+    nat: Optional[bool] = None
+
+
 class ScenarioSpec(_Spec):
     name: Optional[str] = None
     description: Optional[str] = None
     network: NetworkSpec = NetworkSpec()
     nodes: list[NodeSpec] = Field(min_length=1)
     pods: list[PodSpec] = []
+    checks: list[CheckSpec] = []
 
     @field_validator("name")
     @classmethod
@@ -242,6 +255,19 @@ class Pod:
 
 
 @dataclass(frozen=True)
+class ScenarioCheck:
+    """A check from the scenario's `checks:`; src is a pod or node, dst a pod, node or address."""
+    line: Optional[int]
+    name: str
+    src: str
+    dst: str
+    dst_ip: str
+    port: Optional[int]       # None: ping; else TCP/HTTP to this port
+    expect: str               # "reachable" or "unreachable"
+    nat: Optional[bool]       # False: the server must see the client's own address; True: not
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     source: str
@@ -251,6 +277,7 @@ class Lab:
     nodes: tuple[Node, ...]
     pods: tuple[Pod, ...]
     underlay_ns: str = field(default="")
+    checks: tuple[ScenarioCheck, ...] = ()
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -296,7 +323,8 @@ def _describe(loc: Loc, data: Any) -> str:
     for i, key in enumerate(loc):
         if isinstance(key, int) and isinstance(cur, list) and key < len(cur):
             item = cur[key]
-            kind = {"nodes": "node", "pods": "pod", "containers": "container"}.get(loc[i - 1], "item")
+            kind = {"nodes": "node", "pods": "pod", "containers": "container",
+                    "checks": "check"}.get(loc[i - 1], "item")
             name = item.get("name") if isinstance(item, dict) else None
             parts.append(f"{kind} '{name}'" if isinstance(name, str) else f"{kind} #{key + 1}")
             cur = item
@@ -306,10 +334,11 @@ def _describe(loc: Loc, data: Any) -> str:
 
 
 def _fields_of(loc: Loc) -> list[str]:
-    models = {"nodes": NodeSpec, "pods": PodSpec, "containers": ContainerSpec, "network": NetworkSpec}
+    models = {"nodes": NodeSpec, "pods": PodSpec, "containers": ContainerSpec, "network": NetworkSpec,
+              "checks": CheckSpec}
     for key in reversed(loc[:-1]):
         if isinstance(key, str):
-            return list(models.get(key, ScenarioSpec).model_fields)
+            return [f.alias or n for n, f in models.get(key, ScenarioSpec).model_fields.items()]
     return list(ScenarioSpec.model_fields)
 
 
@@ -509,7 +538,7 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
 
     return Lab(name=lab, source=path, text=text, backend=spec.network.backend,
                underlay=str(underlay), nodes=tuple(nodes), pods=tuple(pods),
-               underlay_ns=f"{lab}-underlay")
+               underlay_ns=f"{lab}-underlay", checks=_checks(spec, nodes, pods, where))
 
 
 def _check_containers(p: PodSpec, loc: Loc, where: _Where):
@@ -538,3 +567,55 @@ def _container(pod: str, c: ContainerSpec) -> Container:
         port = c.port or DEFAULT_PORT
         return Container(name=c.name, argv=netexec_argv(pod, port), port=port, image=NETEXEC)
     return Container(name=c.name, argv=tuple(c.command or ()), port=c.port, image=None)
+
+
+def _checks(spec: ScenarioSpec, nodes: list[Node], pods: list[Pod], where: _Where
+            ) -> tuple[ScenarioCheck, ...]:
+    """Check the scenario's `checks:` against the lab: known endpoints, served ports, NAT."""
+    ips = {p.name: p.ip for p in pods} | {n.name: n.ip for n in nodes}
+    by_ip = {ip: name for name, ip in ips.items()}
+    ports: dict[str, dict[int, Optional[str]]] = {n.name: {NODE_PORT: NETEXEC} for n in nodes}
+    for p in pods:
+        ports[p.name] = {c.port: c.image for c in p.containers if c.port is not None}
+    out = []
+    for i, c in enumerate(spec.checks):
+        loc = ("checks", i)
+        who = f"check '{c.name}'" if c.name else f"check #{i + 1}"
+        if c.from_ not in ips:
+            hint = difflib.get_close_matches(c.from_, list(ips), n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else f"use one of {', '.join(ips)}"
+            where.fail(loc + ("from",), f"{who}: from: unknown pod or node '{c.from_}': {fix}")
+        if c.to in ips:
+            dst, dst_ip = c.to, ips[c.to]
+        else:
+            try:
+                dst_ip = str(ipaddress.IPv4Address(c.to))
+            except ValueError:
+                hint = difflib.get_close_matches(c.to, list(ips), n=1)
+                fix = f"did you mean '{hint[0]}'?" if hint else \
+                    f"use a pod or node ({', '.join(ips)}) or an IPv4 address"
+                where.fail(loc + ("to",), f"{who}: to: unknown pod or node '{c.to}': {fix}")
+            dst = by_ip.get(dst_ip, dst_ip)
+        served = ports.get(dst)
+        if c.nat is not None:
+            if c.port is None:
+                where.fail(loc + ("nat",), f"{who}: nat needs a `port:` where netlab's server "
+                                           f"reports the address it saw")
+            if c.expect == "unreachable":
+                where.fail(loc + ("nat",), f"{who}: nat says what a server sees, but the check "
+                                           f"expects unreachable: drop `nat:` or expect reachable")
+            if served is None or served.get(c.port, "") != NETEXEC:
+                where.fail(loc + ("port",), f"{who}: nat needs netlab's server at {c.to}:{c.port}: "
+                                            f"a pod's `image: netexec` port, or a node's port "
+                                            f"{NODE_PORT}")
+        if c.port is not None and c.expect == "reachable" and served is not None \
+                and c.port not in served:
+            listed = ", ".join(str(p) for p in served) or "none"
+            where.fail(loc + ("port",), f"{who}: nothing in '{dst}' listens on port {c.port} "
+                                        f"(its ports: {listed}): use one of them or expect "
+                                        f"unreachable")
+        target = f"{c.to}:{c.port}" if c.port else c.to
+        out.append(ScenarioCheck(line=where.line(loc), name=c.name or f"{c.from_} -> {target}",
+                                 src=c.from_, dst=dst, dst_ip=dst_ip, port=c.port,
+                                 expect=c.expect, nat=c.nat))
+    return tuple(out)
