@@ -26,10 +26,12 @@ from .model import NETEXEC, NODE_PORT, Lab, Node, Pod
 from .state import LabState
 
 REACHABLE, UNREACHABLE = "reachable", "unreachable"
-PING_TIMEOUT_MS = 500      # a lab's round trip is microseconds; an unreachable target costs this
-PING_RETRIES = 1
-HTTP_CONNECT_TIMEOUT = 1.0
-HTTP_MAX_TIME = 3.0
+# A lab's round trip takes microseconds, but a busy 2-core machine may stall a probe for a while;
+# only an unreachable target pays these (ping: timeout x (retries + 1); HTTP: the connect timeout).
+PING_TIMEOUT_MS = 500
+PING_RETRIES = 2
+HTTP_CONNECT_TIMEOUT = 2.0
+HTTP_MAX_TIME = 10.0
 READY_TIMEOUT = 5.0        # how long verify waits for a lab's servers to listen
 
 
@@ -142,9 +144,9 @@ def node_server(node: Node) -> Server:
 def _reach(rule: str, src: Endpoint, dst: Endpoint, servers: Iterable[Server]) -> list[Check]:
     """Ping, then /clientip on each server: the server must see the client's own address."""
     route = hops(src, dst)
-    base = Check(rule, src.name, dst.name, "ping", src.ns, dst.ip, hops=route)
-    return [base] + [replace(base, method="http", port=s.port, path="/clientip", sees=src.sees,
-                             nat=False, server=s) for s in servers]
+    return [Check(rule, src.name, dst.name, "ping", src.ns, dst.ip, hops=route)] + [
+        Check(rule, src.name, dst.name, "http", src.ns, dst.ip, s.port, "/clientip",
+              sees=src.sees, nat=False, server=s, hops=route) for s in servers]
 
 
 def rule_pod_ip(lab: Lab) -> list[Check]:
@@ -154,11 +156,12 @@ def rule_pod_ip(lab: Lab) -> list[Check]:
 
 
 def _pod_pairs(lab: Lab, rule: str, same_node: bool) -> list[Check]:
+    ends = [(p, pod_end(lab, p), servers_of(p)) for p in lab.pods]
     out = []
-    for src in lab.pods:
-        for dst in lab.pods:
+    for src, src_end, _ in ends:
+        for dst, dst_end, servers in ends:
             if dst is not src and (src.node == dst.node) == same_node:
-                out += _reach(rule, pod_end(lab, src), pod_end(lab, dst), servers_of(dst))
+                out += _reach(rule, src_end, dst_end, servers)
     return out
 
 
@@ -324,12 +327,14 @@ class HttpOut:
     local_ip: str = ""
 
 
+# Bodies go to files on tmpfs: thousands of small files on a disk-backed /tmp cost double.
+_TMP = "/dev/shm" if os.path.isdir("/dev/shm") else None
 _WRITE_OUT = "%{filename_effective}\t%{http_code}\t%{time_connect}\t%{local_ip}\t%{errormsg}\n"
 
 
 def curl_many(ns: str, urls: list[str]) -> list[HttpOut]:
     """One `curl --parallel` for every URL of one namespace; each body goes to its own file."""
-    tmp = tempfile.mkdtemp(prefix="netlab-verify-")
+    tmp = tempfile.mkdtemp(prefix="netlab-verify-", dir=_TMP)
     try:
         config = "".join(f'url = "{u}"\noutput = "r{i}"\n' for i, u in enumerate(urls))
         argv = _launch(ns) + [
@@ -470,10 +475,11 @@ def _judge_http(c: Check, out: HttpOut) -> Result:
     observed = f"sees {saw}"
     if c.nat is False and saw not in c.sees:
         sent = f"; the client sent from {out.local_ip}" if out.local_ip else ""
+        on_way = [ns for ns, _, way in c.hops[1:] if way == "forward"] or [c.ns]
+        look = " or ".join(f"`ip netns exec {ns} nft list ruleset`" for ns in on_way)
         return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} (the "
                                           f"client's own address){sent}: something on the way "
-                                          f"rewrites the source (look for masquerade with "
-                                          f"`nft list ruleset` in the nodes)")
+                                          f"rewrites the source (look for masquerade: {look})")
     if c.nat is True and saw in c.sees:
         return Result(c, False, observed, f"no NAT: the server saw the client's own address {saw}")
     return Result(c, True, observed)
@@ -552,7 +558,6 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
     """Probe every check and judge it. Probes of one namespace share one fping and one curl."""
     started = time.monotonic()
     missing = {c.ns for c in checks if not K.netns_exists(c.ns)}
-    seen = observe_addresses([c for c in checks if c.method == "addr"])
     problems = wait_ready(lab, {c.server for c in checks if c.server is not None}, ready_timeout)
     ping_targets: dict[str, list[str]] = {}
     http_jobs: dict[str, list[int]] = {}
@@ -571,6 +576,8 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
         ping_futures = {ns: pool.submit(ping_many, ns, t) for ns, t in ping_targets.items()}
         http_futures = {ns: pool.submit(curl_many, ns, [checks[i].url for i in idx])
                         for ns, idx in http_jobs.items()}
+        # netlink in this (main) thread while the probes run; the pool's threads never setns().
+        seen = observe_addresses([c for c in checks if c.method == "addr"])
         for ns, fut in ping_futures.items():
             pings[ns] = fut.result()
         for ns, fut in http_futures.items():
