@@ -406,7 +406,9 @@ def parse(text: str, path: str = "<scenario>", name: Optional[str] = None) -> La
     try:
         spec = ScenarioSpec.model_validate(data)
     except ValidationError as e:
-        _pydantic_error(e.errors()[0], data, where)
+        # A misspelt field (`form:`) also makes the real one missing: report the typo first.
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        _pydantic_error(errors[0], data, where)
     if name is not None:
         try:
             check_lab_name(name)
