@@ -260,7 +260,10 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        app(args=argv, prog_name="netlab", standalone_mode=False)
+        # Without standalone mode click returns (not raises) a command's typer.Exit code.
+        code = app(args=argv, prog_name="netlab", standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except NetlabError as e:
         print(f"netlab: error: {e.message}", file=sys.stderr)
         return e.code
