@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 from . import kernel as K
+from .errors import NetlabError
 from .model import NETEXEC, NODE_PORT, Lab, Node, Pod
 from .state import LabState
 
@@ -64,6 +65,7 @@ class Check:
     subnet: str = ""              # addr: the pod subnet the address must be inside
     server: Optional[Server] = None
     hops: tuple[tuple[str, str, str], ...] = ()   # (namespace, address, "forward"|"return")
+    label: str = ""               # a scenario check's name and line
 
     @property
     def url(self) -> str:
@@ -200,8 +202,9 @@ def rule_scenario(lab: Lab) -> list[Check]:
     for sc in lab.checks:
         dst = _endpoint(lab, sc.dst) or Endpoint(sc.dst, None, sc.dst_ip)
         src = _endpoint(lab, sc.src, towards=pods.get(sc.dst))
+        label = f"{sc.name} (line {sc.line})" if sc.line else sc.name
         check = Check("scenario", sc.src, sc.dst, "ping", src.ns, dst.ip, expect=sc.expect,
-                      hops=hops(src, dst))
+                      hops=hops(src, dst), label=label)
         if sc.port is not None:
             server = _server_at(lab, sc.dst, sc.port)
             check = replace(check, method="http", port=sc.port, server=server, nat=sc.nat,
@@ -264,7 +267,7 @@ class Result:
         return {"rule": c.rule, "from": c.src, "to": c.dst, "method": c.method,
                 "target": c.url if c.method == "http" else c.target, "expected": c.expected,
                 "observed": self.observed, "ok": self.ok, "reason": self.reason,
-                "reproduce": c.reproduce}
+                "reproduce": c.reproduce} | ({"name": c.label} if c.label else {})
 
 
 @dataclass
@@ -359,7 +362,9 @@ def curl_many(ns: str, urls: list[str]) -> list[HttpOut]:
                     body = f.read(4096)
             except OSError:
                 body = ""
-            out[i] = HttpOut(connected, parts[1], body.strip(), parts[4].strip(), parts[3])
+            # "Failed to connect to 10.244.2.2 port 8080 after 0 ms: Couldn't connect to server"
+            error = parts[4].strip().rsplit(": ", 1)[-1]
+            out[i] = HttpOut(connected, parts[1], body.strip(), error, parts[3])
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -549,6 +554,20 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
     return results
 
 
+def need_tools(checks: list[Check]) -> None:
+    """The probe tools must be installed (setup.sh installs them); say so before probing."""
+    methods = {c.method for c in checks}
+    wanted = ["nsenter"] * bool(methods - {"addr"}) + ["fping"] * ("ping" in methods) + \
+        ["curl"] * ("http" in methods) + ["ip"]
+    missing = [tool for tool in wanted if shutil.which(tool) is None]
+    if missing:
+        raise NetlabError(f"verify needs {', '.join(missing)}: install with `sudo ./setup.sh` or "
+                          f"`apt-get install {' '.join(_PACKAGES[t] for t in missing)}`")
+
+
+_PACKAGES = {"nsenter": "util-linux", "fping": "fping", "curl": "curl", "ip": "iproute2"}
+
+
 def workers_default() -> int:
     return max(2, (os.cpu_count() or 1) * 2)
 
@@ -557,6 +576,7 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
         ready_timeout: float = READY_TIMEOUT) -> Report:
     """Probe every check and judge it. Probes of one namespace share one fping and one curl."""
     started = time.monotonic()
+    need_tools(checks)
     missing = {c.ns for c in checks if not K.netns_exists(c.ns)}
     problems = wait_ready(lab, {c.server for c in checks if c.server is not None}, ready_timeout)
     ping_targets: dict[str, list[str]] = {}
@@ -613,7 +633,8 @@ def render_text(report: Report) -> str:
     failed = report.failed
     if failed:
         lines += ["", "Failures:"]
-        lines += [f"  {r.check.rule} {r.check.src} -> {r.check.dst} ({_row(r)[3]}): {r.reason}\n"
+        lines += [f"  {r.check.rule} {r.check.label or f'{r.check.src} -> {r.check.dst}'} "
+                  f"({_row(r)[3]}): {r.reason}\n"
                   f"    reproduce: {r.check.reproduce}" for r in failed]
     lines += ["", report.summary()]
     return "\n".join(lines) + "\n"

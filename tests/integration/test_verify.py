@@ -150,6 +150,8 @@ def test_scenario_checks_positive_and_negative(lab, tmp_path):
     reasons = {r["to"]: r["reason"] for r in data["results"] if not r["ok"]}
     assert "no NAT: the server saw the client's own address 10.244.3.3" in reasons["worker"]
     assert "answered node2, but the check expects it unreachable" in reasons["db"]
+    names = {r["to"]: r.get("name") for r in data["results"]}
+    assert names["worker"].startswith("wrongly expects NAT (line ") and names["api"] is not None
     # narrowing to one source keeps only its checks
     code, data = verify(lab, "--only", "scenario", "--from", "web")
     assert code == 0 and data["checks"] == 3

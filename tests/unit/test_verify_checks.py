@@ -169,3 +169,15 @@ def test_text_table_lists_failures_and_closes_with_a_summary():
                                             "RESULT", "REPRODUCE"]
     assert "Failures:" in text and "expected the answer 'db'" in text
     assert text.rstrip().splitlines()[-1] == "verify three-node: 2 checks, 1 passed, 1 failed in 0.50s"
+
+
+def test_missing_probe_tools_are_named_with_their_package(monkeypatch):
+    from netlab.errors import NetlabError
+    monkeypatch.setattr(V.shutil, "which", lambda tool: None if tool == "fping" else "/usr/bin/x")
+    V.need_tools(by("localhost", "web", "web", "http"))           # curl only: fine
+    try:
+        V.need_tools(by("pod-pod-cross-node", "web", "api", "ping"))
+    except NetlabError as e:
+        assert e.code == 2 and "verify needs fping" in e.message and "apt-get install fping" in e.message
+    else:
+        raise AssertionError("no error without fping")
