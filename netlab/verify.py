@@ -305,15 +305,20 @@ def ping_many(ns: str, targets: list[str]) -> dict[str, PingOut]:
                           "-r", str(PING_RETRIES)] + targets
     proc = subprocess.run(argv, capture_output=True, text=True,
                           timeout=30 + len(targets) * PING_TIMEOUT_MS / 1000)
-    if proc.returncode > 1:
-        why = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    return parse_fping(targets, proc.returncode, proc.stdout, proc.stderr)
+
+
+def parse_fping(targets: list[str], code: int, stdout: str, stderr: str) -> dict[str, PingOut]:
+    """fping's "ADDR is alive" / "ADDR is unreachable" lines, and its ICMP errors on stderr."""
+    if code > 1:
+        why = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
         return {t: PingOut(False, f"fping failed: {why[0]}") for t in targets}
     out = {t: PingOut(False, "no reply") for t in targets}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         words = line.split()
         if len(words) >= 3 and words[0] in out:
             out[words[0]] = PingOut(words[2] == "alive", "" if words[2] == "alive" else "no reply")
-    for line in proc.stderr.splitlines():
+    for line in stderr.splitlines():
         # e.g. "ICMP Network Unreachable from 10.244.1.1 for ICMP Echo sent to 10.244.9.9"
         m = re.match(r"(ICMP .*?) for ICMP Echo sent to (\S+)", line)
         if m and m.group(2) in out and not out[m.group(2)].alive:
@@ -347,27 +352,35 @@ def curl_many(ns: str, urls: list[str]) -> list[HttpOut]:
             "-w", _WRITE_OUT, "-K", "-"]
         proc = subprocess.run(argv, input=config, capture_output=True, text=True,
                               timeout=30 + HTTP_MAX_TIME * len(urls))
-        out = [HttpOut(False, error=f"curl did not run: {proc.stderr.strip() or proc.returncode}")
-               for _ in urls]
-        for line in proc.stdout.splitlines():
-            parts = line.split("\t")
-            if len(parts) < 5 or not os.path.basename(parts[0])[1:].isdigit():
-                continue
-            i = int(os.path.basename(parts[0])[1:])
-            if i >= len(urls):
-                continue
-            connected = parts[1] != "000" or float(parts[2] or 0) > 0
-            try:
-                with open(os.path.join(tmp, f"r{i}"), errors="replace") as f:
-                    body = f.read(4096)
-            except OSError:
-                body = ""
-            # "Failed to connect to 10.244.2.2 port 8080 after 0 ms: Couldn't connect to server"
-            error = parts[4].strip().rsplit(": ", 1)[-1]
-            out[i] = HttpOut(connected, parts[1], body.strip(), error, parts[3])
-        return out
+        return parse_curl(len(urls), proc.stdout, proc.stderr or str(proc.returncode), _body(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _body(tmp: str) -> Callable[[int], str]:
+    def read(i: int) -> str:
+        try:
+            with open(os.path.join(tmp, f"r{i}"), errors="replace") as f:
+                return f.read(4096)
+        except OSError:
+            return ""
+    return read
+
+
+def parse_curl(count: int, stdout: str, stderr: str, body: Callable[[int], str]) -> list[HttpOut]:
+    """One --write-out line per transfer: output file rI, HTTP code, connect time, local IP, error."""
+    out = [HttpOut(False, error=f"curl did not run: {stderr.strip()}") for _ in range(count)]
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        name = os.path.basename(parts[0])
+        if len(parts) < 5 or not name[1:].isdigit() or int(name[1:]) >= count:
+            continue
+        i = int(name[1:])
+        connected = parts[1] != "000" or float(parts[2] or 0) > 0
+        # "Failed to connect to 10.244.2.2 port 8080 after 0 ms: Couldn't connect to server"
+        error = parts[4].strip().rsplit(": ", 1)[-1]
+        out[i] = HttpOut(connected, parts[1], body(i).strip() if connected else "", error, parts[3])
+    return out
 
 
 def _listening(pid: int, port: int) -> bool:
@@ -569,7 +582,8 @@ _PACKAGES = {"nsenter": "util-linux", "fping": "fping", "curl": "curl", "ip": "i
 
 
 def workers_default() -> int:
-    return max(2, (os.cpu_count() or 1) * 2)
+    # Probe processes mostly wait on the network and the lab's servers: a few per CPU.
+    return max(4, (os.cpu_count() or 1) * 4)
 
 
 def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
@@ -593,9 +607,9 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
     pings: dict[str, dict[str, PingOut]] = {}
     https: dict[int, HttpOut] = {}
     with ThreadPoolExecutor(max_workers=workers or workers_default()) as pool:
-        ping_futures = {ns: pool.submit(ping_many, ns, t) for ns, t in ping_targets.items()}
         http_futures = {ns: pool.submit(curl_many, ns, [checks[i].url for i in idx])
                         for ns, idx in http_jobs.items()}
+        ping_futures = {ns: pool.submit(ping_many, ns, t) for ns, t in ping_targets.items()}
         # netlink in this (main) thread while the probes run; the pool's threads never setns().
         seen = observe_addresses([c for c in checks if c.method == "addr"])
         for ns, fut in ping_futures.items():

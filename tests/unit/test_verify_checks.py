@@ -181,3 +181,25 @@ def test_missing_probe_tools_are_named_with_their_package(monkeypatch):
         assert e.code == 2 and "verify needs fping" in e.message and "apt-get install fping" in e.message
     else:
         raise AssertionError("no error without fping")
+
+
+def test_fping_output_is_read_per_target_with_its_icmp_error():
+    out = V.parse_fping(["10.244.2.2", "10.244.9.9", "10.244.3.3"], 1,
+                        "10.244.2.2 is alive\n10.244.9.9 is unreachable\n",
+                        "ICMP Network Unreachable from 10.244.1.1 for ICMP Echo sent to 10.244.9.9\n")
+    assert out["10.244.2.2"].alive and not out["10.244.9.9"].alive and not out["10.244.3.3"].alive
+    assert out["10.244.9.9"].detail == "ICMP Network Unreachable from 10.244.1.1"
+    assert out["10.244.3.3"].detail == "no reply"
+    broken = V.parse_fping(["1.2.3.4"], 4, "", "fping: can't create socket\n")
+    assert broken["1.2.3.4"].detail == "fping failed: fping: can't create socket"
+
+
+def test_curl_write_out_lines_map_back_to_their_urls():
+    stdout = ("/dev/shm/x/r1\t000\t0.000000\t\tFailed to connect to 10.244.2.3 port 8080 after 0 ms: "
+              "Couldn't connect to server\n"
+              "/dev/shm/x/r0\t200\t0.000120\t10.244.1.2\t\n")
+    out = V.parse_curl(3, stdout, "", {0: "10.244.1.2:41000\n", 1: "", 2: ""}.get)
+    assert (out[0].connected, out[0].code, out[0].body, out[0].local_ip) == (
+        True, "200", "10.244.1.2:41000", "10.244.1.2")
+    assert (out[1].connected, out[1].error) == (False, "Couldn't connect to server")
+    assert not out[2].connected and out[2].error.startswith("curl did not run")
