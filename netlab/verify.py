@@ -429,7 +429,7 @@ def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
     for s in waiting:
-        problems[s] = f"server down: nothing listens on port {s.port} in {s.ns} after {timeout:.0f}s"
+        problems[s] = f"server down: nothing listens on port {s.port} in {s.ns} after {timeout:g}s"
     return problems
 
 

@@ -165,3 +165,16 @@ def test_usage_errors_exit_2(lab):
     assert r.returncode == 2 and "has no pod or node 'nobody'" in r.stderr
     r = netlab("verify", unique_name("vf"), check=False)
     assert r.returncode == 2 and "is not up" in r.stderr
+
+
+def test_verify_right_after_up_waits_for_the_servers_and_gives_up_in_bounded_time(lab):
+    from netlab import lifecycle, model, verify as V
+    the_lab = model.load(None, lab)
+    lifecycle.up(the_lab)                 # servers were spawned an instant ago
+    report = V.run(the_lab, V.derive(the_lab))
+    assert len(report.results) == DEFAULT_CHECKS and report.failed == []
+    # a process that never listens: the wait ends at its bound with the reason
+    web = the_lab.pod("web")
+    never = V.Server(web.ns, 9999, "web", "shell")
+    problems = V.wait_ready(the_lab, {never, V.servers_of(web)[0]}, timeout=0.3)
+    assert problems == {never: f"server down: nothing listens on port 9999 in {web.ns} after 0.3s"}
