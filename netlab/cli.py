@@ -314,12 +314,53 @@ def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
                           f"in {walked.hops[-1].ns}", 1)
 
 
+@app.command()
+def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
+           junit: Optional[Path] = typer.Option(None, "--junit", metavar="FILE",
+                                                help="Also write a JUnit XML report to FILE."),
+           only: Optional[List[str]] = typer.Option(None, "--only", metavar="RULE",
+                                                    help="Run only this rule (repeatable)."),
+           source: Optional[str] = typer.Option(None, "--from", metavar="POD",
+                                                help="Run only the checks from this pod or node.")
+           ) -> None:
+    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
+    from . import verify as V
+    unknown = [r for r in only or [] if r not in V.RULES]
+    if unknown:
+        raise NetlabError(f"--only: unknown rule '{unknown[0]}': use one of {', '.join(V.RULES)}")
+    need_root("verify")
+    name = state.only_lab(lab)
+    if not state.LabState(name).exists():
+        raise NetlabError(f"lab {name} is not up: see `netlab status`")
+    the_lab = lifecycle.load_up(name)
+    names = [p.name for p in the_lab.pods] + [n.name for n in the_lab.nodes]
+    if source is not None and source not in names:
+        raise NetlabError(f"--from: lab {name} has no pod or node '{source}': use one of "
+                          f"{', '.join(names)}")
+    report = V.run(the_lab, V.derive(the_lab, only or (), source))
+    if junit is not None:
+        try:
+            junit.write_text(V.render_junit(report))
+        except OSError as e:
+            raise NetlabError(f"--junit: cannot write {junit}: {e.strerror}") from None
+    if as_json:
+        import json
+        sys.stdout.write(json.dumps(V.render_json(report), indent=1) + "\n")
+    else:
+        sys.stdout.write(V.render_text(report))
+    if report.failed:
+        raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------- entry point
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        app(args=argv, prog_name="netlab", standalone_mode=False)
+        # Without standalone mode click returns (not raises) a command's typer.Exit code.
+        code = app(args=argv, prog_name="netlab", standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except NetlabError as e:
         print(f"netlab: error: {e.message}", file=sys.stderr)
         return e.code

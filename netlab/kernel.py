@@ -318,6 +318,11 @@ class Kernel:
                         "via": r.get("gateway"), "dev": names.get(r.get("oif"))})
         return out
 
+    def ipv4_addresses(self, ns: str, ifname: str) -> list[str]:
+        """The IPv4 addresses (address/prefixlen) on one interface of a namespace."""
+        # One address dump, matched by label (an IPv4 address is labelled with its link's name).
+        return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in self.sock(ns).get_addr(family=2) if a.get("IFA_LABEL") == ifname]
 
 
 # ---------------------------------------------------------------- observation for graph and trace

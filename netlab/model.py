@@ -34,6 +34,7 @@ VXLAN_OVERHEAD = 50   # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8, as flanne
 VXLAN_VNI = 1         # flannel's default VNI (its device is flannel.<VNI>)
 VXLAN_PORT = 4789     # the IANA VXLAN port (the kernel's own default is 8472)
 VXLAN_DEV = "flannel.1"
+NODE_PORT = 8000  # every node runs netlab's server on this port (the classic `nc -l 8000`)
 
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "three-node.yaml"
 
@@ -230,6 +231,17 @@ class OutsideSpec(_Spec):
     _ip = field_validator("ip")(classmethod(lambda cls, v: _check_ipv4(v)))
 
 
+class CheckSpec(_Spec):
+    """A check written in the scenario: from a pod or node to a pod, node or address."""
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: Optional[str] = None
+    from_: str = Field(alias="from")
+    to: str
+    port: Optional[int] = Field(default=None, ge=1, le=65535)
+    expect: Literal["reachable", "unreachable"] = "reachable"
+    nat: Optional[bool] = None
+
+
 class ScenarioSpec(_Spec):
     name: Optional[str] = None
     description: Optional[str] = None
@@ -238,6 +250,7 @@ class ScenarioSpec(_Spec):
     pods: list[PodSpec] = []
     containers: list[DockerSpec] = []
     outside: Optional[OutsideSpec] = None
+    checks: list[CheckSpec] = []
 
     @field_validator("outside", mode="before")
     @classmethod
@@ -352,6 +365,19 @@ class Outside:
 
 
 @dataclass(frozen=True)
+class ScenarioCheck:
+    """A check from the scenario's `checks:`; src is a pod or node, dst a pod, node or address."""
+    line: Optional[int]
+    name: str
+    src: str
+    dst: str
+    dst_ip: str
+    port: Optional[int]       # None: ping; else TCP/HTTP to this port
+    expect: str               # "reachable" or "unreachable"
+    nat: Optional[bool]       # False: the server must see the client's own address; True: not
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     source: str
@@ -367,6 +393,7 @@ class Lab:
     segments: tuple[str, ...] = ()   # the underlay's subnets; more than one: joined by a router
     router_ns: str = ""              # "<lab>-router" when the underlay has several segments
     router_ips: tuple[str, ...] = () # the router's address in each segment (its first host)
+    checks: tuple[ScenarioCheck, ...] = ()
 
     def container(self, name: str) -> DockerContainer:
         return next(c for c in self.containers if c.name == name)
@@ -438,7 +465,8 @@ def _describe(loc: Loc, data: Any) -> str:
     for i, key in enumerate(loc):
         if isinstance(key, int) and isinstance(cur, list) and key < len(cur):
             item = cur[key]
-            kind = {"nodes": "node", "pods": "pod", "containers": "container"}.get(loc[i - 1], "item")
+            kind = {"nodes": "node", "pods": "pod", "containers": "container",
+                    "checks": "check"}.get(loc[i - 1], "item")
             name = item.get("name") if isinstance(item, dict) else None
             parts.append(f"{kind} '{name}'" if isinstance(name, str) else f"{kind} #{key + 1}")
             cur = item
@@ -449,12 +477,12 @@ def _describe(loc: Loc, data: Any) -> str:
 
 def _fields_of(loc: Loc) -> list[str]:
     models = {"nodes": NodeSpec, "pods": PodSpec, "containers": ContainerSpec, "network": NetworkSpec,
-              "outside": OutsideSpec}
+              "outside": OutsideSpec, "checks": CheckSpec}
     if len(loc) == 3 and loc[0] == "containers":
         return list(DockerSpec.model_fields)
     for key in reversed(loc[:-1]):
         if isinstance(key, str):
-            return list(models.get(key, ScenarioSpec).model_fields)
+            return [f.alias or n for n, f in models.get(key, ScenarioSpec).model_fields.items()]
     return list(ScenarioSpec.model_fields)
 
 
@@ -522,7 +550,9 @@ def parse(text: str, path: str = "<scenario>", name: Optional[str] = None) -> La
     try:
         spec = ScenarioSpec.model_validate(data)
     except ValidationError as e:
-        _pydantic_error(e.errors()[0], data, where)
+        # A misspelt field (`form:`) also makes the real one missing: report the typo first.
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        _pydantic_error(errors[0], data, where)
     if name is not None:
         try:
             check_lab_name(name)
@@ -693,7 +723,8 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
                underlay=", ".join(str(s) for s in segments), nodes=tuple(nodes), pods=tuple(pods),
                underlay_ns=f"{lab}-underlay", mtu=mtu, segments=tuple(str(s) for s in segments),
                router_ns=f"{lab}-router" if routed else "", router_ips=tuple(router_ips),
-               containers=containers, outside=outside)
+               containers=containers, outside=outside,
+               checks=_checks(spec, nodes, pods, where))
 
 
 def _segments(underlay: Union[str, list[str]], where: _Where) -> list[ipaddress.IPv4Network]:
@@ -916,3 +947,55 @@ def _outside(spec: ScenarioSpec, lab: str, nodes: list[Node], underlay, cluster,
                                            f"router on the underlay: pick another node ip")
     return Outside(ns=f"{lab}-outside", ip=str(ip), port=spec.outside.port, router=str(router),
                    prefixlen=underlay.prefixlen)
+
+
+def _checks(spec: ScenarioSpec, nodes: list[Node], pods: list[Pod], where: _Where
+            ) -> tuple[ScenarioCheck, ...]:
+    """Check the scenario's `checks:` against the lab: known endpoints, served ports, NAT."""
+    ips = {p.name: p.ip for p in pods} | {n.name: n.ip for n in nodes}
+    by_ip = {ip: name for name, ip in ips.items()}
+    ports: dict[str, dict[int, Optional[str]]] = {n.name: {NODE_PORT: NETEXEC} for n in nodes}
+    for p in pods:
+        ports[p.name] = {c.port: c.image for c in p.containers if c.port is not None}
+    out = []
+    for i, c in enumerate(spec.checks):
+        loc = ("checks", i)
+        who = f"check '{c.name}'" if c.name else f"check #{i + 1}"
+        if c.from_ not in ips:
+            hint = difflib.get_close_matches(c.from_, list(ips), n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else f"use one of {', '.join(ips)}"
+            where.fail(loc + ("from",), f"{who}: from: unknown pod or node '{c.from_}': {fix}")
+        if c.to in ips:
+            dst, dst_ip = c.to, ips[c.to]
+        else:
+            try:
+                dst_ip = str(ipaddress.IPv4Address(c.to))
+            except ValueError:
+                hint = difflib.get_close_matches(c.to, list(ips), n=1)
+                fix = f"did you mean '{hint[0]}'?" if hint else \
+                    f"use a pod or node ({', '.join(ips)}) or an IPv4 address"
+                where.fail(loc + ("to",), f"{who}: to: unknown pod or node '{c.to}': {fix}")
+            dst = by_ip.get(dst_ip, dst_ip)
+        served = ports.get(dst)
+        if c.nat is not None:
+            if c.port is None:
+                where.fail(loc + ("nat",), f"{who}: nat needs a `port:` where netlab's server "
+                                           f"reports the address it saw")
+            if c.expect == "unreachable":
+                where.fail(loc + ("nat",), f"{who}: nat says what a server sees, but the check "
+                                           f"expects unreachable: drop `nat:` or expect reachable")
+            if served is None or served.get(c.port, "") != NETEXEC:
+                where.fail(loc + ("port",), f"{who}: nat needs netlab's server at {c.to}:{c.port}: "
+                                            f"a pod's `image: netexec` port, or a node's port "
+                                            f"{NODE_PORT}")
+        if c.port is not None and c.expect == "reachable" and served is not None \
+                and c.port not in served:
+            listed = ", ".join(str(p) for p in served) or "none"
+            where.fail(loc + ("port",), f"{who}: nothing in '{dst}' listens on port {c.port} "
+                                        f"(its ports: {listed}): use one of them or expect "
+                                        f"unreachable")
+        target = f"{c.to}:{c.port}" if c.port else c.to
+        out.append(ScenarioCheck(line=where.line(loc), name=c.name or f"{c.from_} -> {target}",
+                                 src=c.from_, dst=dst, dst_ip=dst_ip, port=c.port,
+                                 expect=c.expect, nat=c.nat))
+    return tuple(out)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from .model import (NETEXEC, UNDERLAY_MTU, VXLAN_DEV, VXLAN_PORT, VXLAN_VNI, Container,
-                    DockerContainer, Lab, Node, bridge_name)
+from .model import (NETEXEC, NODE_PORT, UNDERLAY_MTU, VXLAN_DEV, VXLAN_PORT, VXLAN_VNI,
+                    Container, DockerContainer, Lab, Node, bridge_name, netexec_argv)
 
 MARK = "netlab:"  # the alias put on `lo` of every namespace netlab creates: "netlab:<lab>"
 
@@ -240,7 +240,16 @@ def build(lab: Lab) -> list[Op]:
     for pod in lab.pods:
         ops += [Spawn(pod.ns, pod.name, c.name, argv_of(c)) for c in pod.containers]
     ops += spawn_ops(lab)
+    ops += node_servers(lab)
     return ops
+
+
+def node_servers(lab: Lab) -> list[Op]:
+    """netlab's server on every node, port 8000 (the classic `nc -l 8000` on the host), so that
+    verify proves a pod reaches each node directly and sees who connected."""
+    return [Spawn(node.ns, node.name, NETEXEC, argv_of(Container(
+        name=NETEXEC, argv=netexec_argv(node.name, NODE_PORT), port=NODE_PORT, image=NETEXEC)))
+        for node in lab.nodes]
 
 
 def _routes(lab: Lab) -> list[Op]:
