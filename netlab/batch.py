@@ -63,8 +63,9 @@ class Batch:
               creates_in: Optional[str] = None) -> None:
         """Queue the request `build(seq)` for `ns`. `creates_in`: the other namespace in which
         this request makes something (a veth peer); its later requests wait for this one."""
-        if creates_in is not None and self._queues.get(creates_in):
-            # Its own queue goes first: keeps queues from waiting on each other in a circle.
+        if creates_in is not None and self._queues.get(creates_in) and \
+                self._waits_on(ns, creates_in, set()):
+            # Queues never wait on each other in a circle: send what is queued first.
             self.flush()
         self._seq += 1
         q = self._queues.setdefault(ns, [])
@@ -73,6 +74,17 @@ class Batch:
             self._after.setdefault(creates_in, []).append((ns, self._seq))
         if len(q) >= MAX_QUEUE:
             self.flush_ns(ns)
+
+    def _waits_on(self, ns: str, other: str, seen: set) -> bool:
+        """Whether sending the queue of `ns` would first send the queue of `other`."""
+        if ns == other:
+            return True
+        seen.add(ns)
+        for creator, seq in self._after.get(ns, ()):
+            q = self._queues.get(creator)
+            if q and q[0][0] <= seq and creator not in seen and self._waits_on(creator, other, seen):
+                return True
+        return False
 
     def flush_ns(self, ns: str) -> None:
         """Send the queue of `ns` (after the queues it waits for) and check every ack."""
