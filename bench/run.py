@@ -12,6 +12,7 @@ Each run, on one generated scenario (bench/gen.py), measures in this order:
     iproute2 (timed), then removed with `netlab down` (timed as ip_script_down_s);
   * Mininet: `mn --topo single,HOSTS --switch lxbr --controller none --test none` (up and down
     together), where `mn` is installed and HOSTS <= --mininet-max-hosts.
+Between phases it waits for the kernel to free the last phase's namespaces (/proc/slabinfo).
 Figures are medians over the runs; ratios are taken within each run, then their median.
 Lab names start with `sp-bench-`; nothing is left behind (every lab is brought down).
 """
@@ -155,6 +156,29 @@ def run_mininet(hosts: int) -> dict:
     return {"mininet_up_down_s": took}
 
 
+def live_netns() -> int | None:
+    """Network namespaces alive in the kernel (the net_namespace slab), or None if unknown."""
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith("net_namespace "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def settle(before: int | None, timeout: float = 60.0) -> None:
+    """Wait until the kernel has freed the namespaces of the last phase (it does so in the
+    background after `down`), so one phase's clean-up is not billed to the next."""
+    deadline = time.monotonic() + timeout
+    while before is not None and time.monotonic() < deadline:
+        now = live_netns()
+        if now is None or now <= before + 20:
+            return
+        time.sleep(0.2)
+
+
 # ---------------------------------------------------------------- one benchmark
 
 
@@ -169,13 +193,17 @@ def bench(nodes: int, per_node: int, runs: int, netexec: bool, mininet_max: int,
         scenario.write_text(gen.scenario(nodes, per_node, netexec, "sp-bench"))
         for _ in range(runs):
             tag = uuid.uuid4().hex[:6]
+            quiet = live_netns()
             sample = run_netlab(str(scenario), f"sp-bench-{tag}", verify)
+            settle(quiet)
             if not no_script:
                 sample.update(run_script(str(scenario), f"sp-bench-{tag}s", tmp))
+                settle(quiet)
                 if "ip_script_up_s" in sample and "up_s" in sample:
                     sample["ratio_up_netlab_script"] = sample["up_s"] / sample["ip_script_up_s"]
             if mn_why is None:
                 sample.update(run_mininet(pods))
+                settle(quiet)
                 if "mininet_up_down_s" in sample and "up_s" in sample:
                     sample["ratio_mininet_netlab"] = sample["mininet_up_down_s"] / \
                         (sample["up_s"] + sample["down_s"])
