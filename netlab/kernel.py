@@ -131,9 +131,11 @@ def mark(ns: str) -> Optional[str]:
     """The lab name netlab marked a namespace with, or None if it bears no netlab mark."""
     try:
         with inside(ns):
-            with IPRoute() as sock:
-                alias = sock.link("get", index=1)[0].get("ifalias") or ""
-    except (NetlabError, NetlinkError, OSError):
+            sock = open_socket()  # a plain socket: an IPRoute costs ~7 ms, too much per namespace
+        with sock:
+            sock.send(nlmsg.link_get(1, 1))
+            alias = nlmsg.link_alias(sock.recv(1 << 16)) or ""
+    except (NetlabError, OSError):
         return None
     return alias[len(P.MARK):] if alias.startswith(P.MARK) else None
 

@@ -114,3 +114,29 @@ def acks(data: bytes) -> Iterator[tuple[int, int]]:
         if kind == NLMSG_ERROR:
             yield seq, -_ERR.unpack_from(data, offset + _HDR.size)[0]
         offset += (length + 3) & ~3
+
+
+RTM_GETLINK = 18
+
+
+def link_get(seq: int, index: int) -> bytes:
+    """ip link show dev INDEX (one link, no dump)."""
+    return message(RTM_GETLINK, NLM_F_REQUEST, seq, _ifinfo(index))
+
+
+def link_alias(data: bytes) -> Optional[str]:
+    """The IFLA_IFALIAS of the RTM_NEWLINK reply at the start of `data` (None if it has none)."""
+    if len(data) < _HDR.size + _IFINFO.size:
+        return None
+    length, kind, _flags, _seq, _pid = _HDR.unpack_from(data, 0)
+    if kind != RTM_NEWLINK:
+        return None
+    offset, end = _HDR.size + _IFINFO.size, min(length, len(data))
+    while offset + _NLA.size <= end:
+        size, atype = _NLA.unpack_from(data, offset)
+        if size < _NLA.size:
+            return None
+        if atype & 0x3FFF == IFLA_IFALIAS:
+            return data[offset + _NLA.size:offset + size].split(b"\0", 1)[0].decode(errors="replace")
+        offset += (size + 3) & ~3
+    return None

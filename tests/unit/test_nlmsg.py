@@ -69,3 +69,11 @@ def test_acks_gives_seq_and_errno_of_each_error_message():
         return struct.pack("=IHHIIi", 36, nlmsg.NLMSG_ERROR, 0, seq, 0, code) + bytes(16)
     noise = struct.pack("=IHHII", 20, 3, 0, 99, 0) + bytes(4)   # not an ack: skipped
     assert list(nlmsg.acks(err(1, 0) + noise + err(2, -17))) == [(1, 0), (2, 17)]
+
+
+def test_link_alias_reads_the_alias_of_a_link_reply():
+    reply = bytearray(nlmsg.link_up(1, 1, alias="netlab:lab1"))
+    reply[4:6] = struct.pack("=H", nlmsg.RTM_NEWLINK)
+    assert nlmsg.link_alias(bytes(reply)) == "netlab:lab1"
+    assert nlmsg.link_alias(nlmsg.link_up(1, 1, master=2)) is None
+    assert nlmsg.link_alias(nlmsg.link_get(1, 1)) is None     # not a RTM_NEWLINK
