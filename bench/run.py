@@ -20,7 +20,6 @@ Lab names start with `sp-bench-`; nothing is left behind (every lab is brought d
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -98,7 +97,7 @@ def run_netlab(scenario: str, name: str, verify: bool) -> dict:
 
 def verify_available() -> bool:
     """Whether this netlab has a `verify` command (issue: verify; another engineer's work)."""
-    return importlib.util.find_spec("netlab.verify") is not None
+    return _netlab("verify", "--help", timeout=60).returncode == 0
 
 
 def verify_seconds(name: str) -> float | None:
@@ -106,7 +105,11 @@ def verify_seconds(name: str) -> float | None:
     started = time.perf_counter()
     proc = _netlab("verify", name, timeout=900)
     took = time.perf_counter() - started
-    return took if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        print(f"bench: netlab verify {name} exited {proc.returncode}: "
+              f"{(proc.stderr or proc.stdout).strip()[-300:]}", file=sys.stderr)
+        return None
+    return took
 
 
 def run_script(scenario: str, name: str, workdir: str) -> dict:

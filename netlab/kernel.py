@@ -326,7 +326,6 @@ class Kernel:
         return out
 
 
-
 # ---------------------------------------------------------------- the batched path
 
 def _new_index(kern: Kernel, ns: str, ifname: str) -> int:
