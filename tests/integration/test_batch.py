@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, leftovers, netlab, requires_root, unique_name
@@ -102,3 +101,28 @@ def test_a_lab_bigger_than_one_batch_comes_up_whole(lab_name, tmp_path):
     assert ping.returncode == 0, ping.stdout + ping.stderr
     netlab("down", lab_name)
     assert leftovers(lab_name) == []
+
+
+def test_veths_both_ways_between_two_namespaces_are_made_in_order():
+    """A's queue waits for B's and then B's for A's: the batch sends them in an order that works."""
+    lab = unique_name("sp")
+    a, b = f"{lab}-a", f"{lab}-b"
+    ops = [plan.NetnsAdd(a, lab), plan.NetnsAdd(b, lab),
+           plan.VethAdd(a, "ab", b, "ba"), plan.AddrAdd(b, "ba", "10.9.0.2", 30),
+           plan.LinkUp(b, "ba"),
+           plan.VethAdd(b, "bx", a, "xb"), plan.LinkUp(a, "xb"), plan.LinkUp(a, "ab"),
+           plan.AddrAdd(a, "ab", "10.9.0.1", 30), plan.LinkUp(b, "bx")]
+    try:
+        with kernel.Kernel() as kern:
+            for op in ops:
+                kern.apply(op)
+        links = {(ns, link["ifname"]): link for ns in (a, b) for link in ip_json(ns, "link", "show")}
+        assert all("UP" in links[key]["flags"] for key in
+                   [(a, "ab"), (a, "xb"), (b, "ba"), (b, "bx")])
+        ping = subprocess.run(["ip", "netns", "exec", a, "ping", "-c1", "-W2", "10.9.0.2"],
+                              capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout
+    finally:
+        kernel.remove_netns(a)
+        kernel.remove_netns(b)
+    assert not kernel.netns_exists(a) and not kernel.netns_exists(b)
