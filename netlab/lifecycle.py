@@ -57,7 +57,10 @@ def up(lab: model.Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResu
                 for step, op in enumerate(ops, 1):
                     try:
                         _apply(kern, state, op)
+                        if step == len(ops):
+                            _flush(kern)
                     except KernelError as e:
+                        step = _step_of(ops, e, step)
                         raise KernelError(f"up of lab {lab.name} failed at step {step} of "
                                           f"{len(ops)}: {e.message}; everything it made was "
                                           f"removed") from None
@@ -81,10 +84,27 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
             raise
         return
     if isinstance(op, plan.Spawn):
+        _flush(kern)  # the pod's links and addresses are in place before its process starts
         pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
     kern.apply(op)
+
+
+def _flush(kern: K.Kernel) -> None:
+    """The kernel may batch requests (kernel.Kernel): make it finish them."""
+    flush = getattr(kern, "flush", None)
+    if flush is not None:
+        flush()
+
+
+def _step_of(ops: list, error: KernelError, current: int) -> int:
+    """The step that failed: a batched failure names its own operation (`error.op`)."""
+    op = getattr(error, "op", None)
+    try:
+        return ops.index(op) + 1 if op is not None else current
+    except ValueError:
+        return current
 
 
 def down(name: str) -> DownResult:
