@@ -8,6 +8,7 @@ observes what is there. Everything else in netlab is pure or goes through this m
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
@@ -161,8 +162,12 @@ class Kernel:
 
     # ------------------------------------------------------------ namespaces and sockets
 
-    def create_netns(self, ns: str) -> None:
-        """Create a named namespace in this thread, open its socket while inside, and come back."""
+    def create_netns(self, ns: str, lab: Optional[str] = None) -> None:
+        """Create a named namespace in this thread, open its socket while inside, and come back.
+
+        With `lab`, `lo` is brought up and marked before the namespace gets its name, so a named
+        namespace of netlab's always bears its mark, even if netlab is killed right then.
+        """
         _share_netns_dir()
         path = netns_path(ns)
         try:
@@ -173,9 +178,11 @@ class Kernel:
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
             try:
+                self._socks[ns] = IPRoute()
+                if lab is not None:
+                    self._socks[ns].link("set", index=1, state="up", ifalias=P.MARK + lab)
                 _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
                        f"mount {path}")
-                self._socks[ns] = IPRoute()
             finally:
                 _setns(home)
         except BaseException:
@@ -217,8 +224,7 @@ class Kernel:
             raise KernelError(f"`{op.ip().splitlines()[0]}` failed: {e.strerror or e}") from None
 
     def _netns_add(self, op: P.NetnsAdd) -> None:
-        self.create_netns(op.ns)
-        self.sock(op.ns).link("set", index=1, state="up", ifalias=P.MARK + op.lab)
+        self.create_netns(op.ns, op.lab)
         self._index[(op.ns, "lo")] = 1
 
     def _bridge_add(self, op: P.BridgeAdd) -> None:
@@ -272,3 +278,40 @@ class Kernel:
                         "via": r.get("gateway"), "dev": names.get(r.get("oif"))})
         return out
 
+
+
+def missing_link_kinds(kinds: list[str]) -> list[str]:
+    """The link kinds (veth, bridge, vxlan) this kernel cannot create.
+
+    Each kind is tried in a throwaway namespace that only a netlink socket holds, so it vanishes
+    when the socket closes: nothing is ever made in the root namespace. A kind the kernel does not
+    know (module missing) fails with EOPNOTSUPP; any other answer means it is there.
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        try:
+            sock = IPRoute()
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+    extra = {"veth": {"peer": {"ifname": "probe-peer"}}, "vxlan": {"vxlan_id": 42, "vxlan_port": 4789}}
+    missing = []
+    with sock:
+        for i, kind in enumerate(kinds):
+            try:
+                sock.link("add", ifname=f"probe{i}", kind=kind, **extra.get(kind, {}))
+            except NetlinkError as e:
+                if e.code == errno.EOPNOTSUPP:
+                    missing.append(kind)
+    return missing
+
+
+def is_unmounted_file(ns: str) -> bool:
+    """True when /run/netns/<ns> is a plain file, not a namespace: what `ip netns add` (and netlab)
+    leave when killed between creating the file and bind-mounting the namespace on it."""
+    try:
+        return os.stat(netns_path(ns)).st_dev == os.stat(NETNS_DIR).st_dev
+    except OSError:
+        return False

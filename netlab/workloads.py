@@ -116,3 +116,21 @@ def marked(lab: str) -> list[int]:
         if mark in env and _alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+def all_marked() -> dict[str, list[int]]:
+    """Every live process that carries a NETLAB_LAB mark, as {lab: [pids]}."""
+    found: dict[str, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        for var in env:
+            if var.startswith(b"NETLAB_LAB=") and _alive(int(entry)):
+                found.setdefault(var[11:].decode(errors="replace"), []).append(int(entry))
+                break
+    return found
