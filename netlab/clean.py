@@ -4,8 +4,8 @@ Leftovers are what an interrupted or killed `up` (or a lost state directory) lea
 record is not complete or whose namespaces are gone, namespaces whose `lo` bears the alias
 `netlab:<lab>` (plan.MARK), processes that carry NETLAB_LAB=<lab> in their environment, state
 directories and lock files of labs that are not up. A namespace without netlab's mark is never
-touched, whatever its name. A lab that is fully up is kept (unless `everything`), and a lab that
-another netlab command holds (its lock) is skipped: clean never races an `up` or a `down`.
+touched, whatever its name. A lab that is fully up is kept (`netlab down` takes it down), and a lab
+that another netlab command holds (its lock) is skipped: clean never races an `up` or a `down`.
 """
 
 from __future__ import annotations
@@ -49,18 +49,18 @@ def candidates() -> set[str]:
 
 
 def is_up(lab_state: state.LabState) -> bool:
-    """A lab is up when its `up` completed and every one of its namespaces is there."""
-    info = lab_state.info()
-    if not info or not lab_state.journal().complete:
+    """A lab is up when its `up` completed and every namespace it recorded is there with its mark.
+
+    Judged from the journal alone, not by parsing the scenario again, so a lab made by another
+    netlab version (with fields this one does not know) is never taken for a leftover.
+    """
+    journal = lab_state.journal()
+    if not lab_state.info() or not journal.complete or not journal.namespaces:
         return False
-    try:
-        lab = model.parse(info.get("text", ""), info.get("source", "<scenario>"), lab_state.lab)
-    except NetlabError:
-        return False
-    return all(K.netns_exists(ns) and K.mark(ns) == lab.name for ns in lab.namespaces)
+    return all(K.mark(ns) == lab_state.lab for ns in journal.namespaces)
 
 
-def clean(everything: bool = False) -> CleanResult:
+def clean() -> CleanResult:
     result = CleanResult()
     for name in sorted(candidates()):
         lab_state = state.LabState(name)
@@ -70,7 +70,7 @@ def clean(everything: bool = False) -> CleanResult:
             result.busy.append(name)
             continue
         with lock:
-            if not everything and is_up(lab_state):
+            if is_up(lab_state):
                 result.kept.append(name)
                 continue
             down = lifecycle._teardown(lab_state)

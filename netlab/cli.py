@@ -95,12 +95,11 @@ def down(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def clean(everything: bool = typer.Option(False, "--all", help="Also take down labs that are up."),
-          as_json: bool = JsonOpt) -> None:
+def clean(as_json: bool = JsonOpt) -> None:
     """Remove the leftovers of every lab (interrupted ups, lost records), found by netlab's marks."""
     need_root("clean")
     from . import clean as cleaning
-    result = cleaning.clean(everything)
+    result = cleaning.clean()
     if as_json:
         out.print_json(data={"removed": {lab: {"namespaces": r.namespaces, "processes": r.processes}
                                          for lab, r in result.removed.items()},
@@ -112,7 +111,7 @@ def clean(everything: bool = typer.Option(False, "--all", help="Also take down l
     if not result.removed:
         out.print("nothing to clean")
     if result.kept:
-        out.print(f"left up: {', '.join(result.kept)} (`netlab down LAB`, or clean --all)")
+        out.print(f"left up: {', '.join(result.kept)} (`sudo netlab down LAB` takes one down)")
     if result.busy:
         out.print(f"skipped, another netlab command holds them: {', '.join(result.busy)}")
 
