@@ -85,6 +85,7 @@ def stop(pids: Iterable[int], grace: float = 2.0) -> None:
         for pid in list(pids):
             _reap(pid)
             if not _alive(pid):
+                _reap(pid)  # it may have died just after the first reap: no zombie left behind
                 pids.discard(pid)
         if pids:
             time.sleep(0.01)
