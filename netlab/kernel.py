@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
@@ -127,7 +128,20 @@ class NetnsExists(KernelError):
 
 
 def mark(ns: str) -> Optional[str]:
-    """The lab name netlab marked a namespace with, or None if it bears no netlab mark."""
+    """The lab name netlab marked a namespace with, or None if it bears no netlab mark.
+
+    Read in a thread of its own: setns() moves only that thread, and a process is found "inside a
+    lab" by its main thread's namespace (/proc/PID/ns/net), so a `down` of that lab running at the
+    same moment never takes this process (a `clean` looking at every namespace) for one of its own.
+    """
+    found: list = []
+    reader = threading.Thread(target=lambda: found.append(_read_mark(ns)))
+    reader.start()
+    reader.join()
+    return found[0] if found else None
+
+
+def _read_mark(ns: str) -> Optional[str]:
     try:
         with inside(ns):
             with IPRoute() as sock:

@@ -152,8 +152,7 @@ def test_stray_marked_process_is_stopped_by_clean():
     name = unique_name("rl")
     proc = subprocess.Popen(["sleep", "600"], env={**os.environ, "NETLAB_LAB": name})
     try:
-        assert leftovers(name) == [f"process {proc.pid}"]
-        netlab("clean")
+        netlab("clean")  # (or a clean of a test running alongside: same result)
         assert proc.wait(timeout=10) is not None
         assert leftovers(name) == []
     finally:
