@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import lifecycle, model, plan, state
+from . import lifecycle, model, plan, preflight, state
 from .errors import EXIT_USAGE, NetlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -55,6 +55,7 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
     """Build a lab in the kernel from a scenario (idempotent: a lab that is up is left as it is)."""
     lab = model.load(scenario, name)
     need_root("up")
+    preflight.check(lab)
     started = time.monotonic()
     result = lifecycle.up(lab)
     took = time.monotonic() - started
@@ -91,6 +92,28 @@ def down(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
                   f"{result.processes} processes")
     else:
         out.print(f"lab {name} is not up; nothing to do")
+
+
+@app.command()
+def clean(as_json: bool = JsonOpt) -> None:
+    """Remove the leftovers of every lab (interrupted ups, lost records), found by netlab's marks."""
+    need_root("clean")
+    from . import clean as cleaning
+    result = cleaning.clean()
+    if as_json:
+        out.print_json(data={"removed": {lab: {"namespaces": r.namespaces, "processes": r.processes}
+                                         for lab, r in result.removed.items()},
+                             "kept": result.kept, "busy": result.busy})
+        return
+    for lab, r in result.removed.items():
+        out.print(f"lab {lab}: removed {len(r.namespaces)} namespaces, stopped {r.processes} "
+                  f"processes")
+    if not result.removed:
+        out.print("nothing to clean")
+    if result.kept:
+        out.print(f"left up: {', '.join(result.kept)} (`sudo netlab down LAB` takes one down)")
+    if result.busy:
+        out.print(f"skipped, another netlab command holds them: {', '.join(result.busy)}")
 
 
 @app.command()

@@ -8,8 +8,10 @@ observes what is there. Everything else in netlab is pure or goes through this m
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import subprocess
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
@@ -131,7 +133,20 @@ class NetnsExists(KernelError):
 
 
 def mark(ns: str) -> Optional[str]:
-    """The lab name netlab marked a namespace with, or None if it bears no netlab mark."""
+    """The lab name netlab marked a namespace with, or None if it bears no netlab mark.
+
+    Read in a thread of its own: setns() moves only that thread, and a process is found "inside a
+    lab" by its main thread's namespace (/proc/PID/ns/net), so a `down` of that lab running at the
+    same moment never takes this process (a `clean` looking at every namespace) for one of its own.
+    """
+    found: list = []
+    reader = threading.Thread(target=lambda: found.append(_read_mark(ns)))
+    reader.start()
+    reader.join()
+    return found[0] if found else None
+
+
+def _read_mark(ns: str) -> Optional[str]:
     try:
         with inside(ns):
             sock = open_socket()  # a plain socket: an IPRoute costs ~7 ms, too much per namespace
@@ -141,6 +156,14 @@ def mark(ns: str) -> Optional[str]:
     except (NetlabError, OSError):
         return None
     return alias[len(P.MARK):] if alias.startswith(P.MARK) else None
+
+
+def _mark_now(sock, lab: str) -> None:
+    """Bring `lo` up with the alias netlab:<lab>, waiting for the kernel's answer."""
+    sock.send(nlmsg.link_up(1, 1, alias=P.MARK + lab))
+    for _seq, err in nlmsg.acks(sock.recv(1 << 16)):
+        if err:
+            raise OSError(err, f"marking lo: {os.strerror(err)}")
 
 
 class StepFailed(KernelError):
@@ -190,8 +213,12 @@ class Kernel:
 
     # ------------------------------------------------------------ namespaces and sockets
 
-    def create_netns(self, ns: str) -> None:
-        """Create a named namespace in this thread, open its socket while inside, and come back."""
+    def create_netns(self, ns: str, lab: Optional[str] = None) -> None:
+        """Create a named namespace in this thread, open its socket while inside, and come back.
+
+        With `lab`, `lo` is brought up and marked before the namespace gets its name, so a named
+        namespace of netlab's always bears its mark, even if netlab is killed right then.
+        """
         _share_netns_dir()
         path = netns_path(ns)
         try:
@@ -202,10 +229,13 @@ class Kernel:
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
             try:
+                # A plain netlink socket opened in here stays bound to this namespace.
+                sock = open_socket()
+                if lab is not None:
+                    _mark_now(sock, lab)
                 _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
                        f"mount {path}")
-                # A plain netlink socket opened in here stays bound to this namespace.
-                self._batch.add_socket(ns, open_socket())
+                self._batch.add_socket(ns, sock)
                 self._next_index[ns] = 2    # a fresh namespace holds only lo (1)
             finally:
                 _setns(home)
@@ -273,8 +303,7 @@ class Kernel:
             raise KernelError(f"netlink batch failed: {e.strerror or e}") from None
 
     def _netns_add(self, op: P.NetnsAdd) -> None:
-        self.create_netns(op.ns)
-        self.sock(op.ns).link("set", index=1, state="up", ifalias=P.MARK + op.lab)
+        self.create_netns(op.ns, op.lab)
         self._index[(op.ns, "lo")] = 1
 
     def _bridge_add(self, op: P.BridgeAdd) -> None:
@@ -495,9 +524,8 @@ def _known(kern: Kernel, *keys: tuple[str, str]) -> bool:
 
 
 def _fast_netns_add(kern: Kernel, op: P.NetnsAdd) -> bool:
-    kern.create_netns(op.ns)
+    kern.create_netns(op.ns, op.lab)   # marked before it is named: see create_netns
     kern._index[(op.ns, "lo")] = 1
-    kern._batch.queue(op.ns, lambda seq: nlmsg.link_up(seq, 1, alias=P.MARK + op.lab), op)
     return True
 
 
@@ -560,3 +588,40 @@ _FAST: dict[type, Callable[[Kernel, P.Op], bool]] = {
 _DEFAULT_APPLIERS = dict(Kernel._appliers)
 # Ordinary appliers that need nothing queued to be done first (a sysctl of the namespace itself).
 _NO_FLUSH = {P.Sysctl}
+
+
+def missing_link_kinds(kinds: list[str]) -> list[str]:
+    """The link kinds (veth, bridge, vxlan) this kernel cannot create.
+
+    Each kind is tried in a throwaway namespace that only a netlink socket holds, so it vanishes
+    when the socket closes: nothing is ever made in the root namespace. A kind the kernel does not
+    know (module missing) fails with EOPNOTSUPP; any other answer means it is there.
+    """
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        try:
+            sock = IPRoute()
+        finally:
+            _setns(home)
+    finally:
+        os.close(home)
+    extra = {"veth": {"peer": {"ifname": "probe-peer"}}, "vxlan": {"vxlan_id": 42, "vxlan_port": 4789}}
+    missing = []
+    with sock:
+        for i, kind in enumerate(kinds):
+            try:
+                sock.link("add", ifname=f"probe{i}", kind=kind, **extra.get(kind, {}))
+            except NetlinkError as e:
+                if e.code == errno.EOPNOTSUPP:
+                    missing.append(kind)
+    return missing
+
+
+def is_unmounted_file(ns: str) -> bool:
+    """True when /run/netns/<ns> is a plain file, not a namespace: what `ip netns add` (and netlab)
+    leave when killed between creating the file and bind-mounting the namespace on it."""
+    try:
+        return os.stat(netns_path(ns)).st_dev == os.stat(NETNS_DIR).st_dev
+    except OSError:
+        return False

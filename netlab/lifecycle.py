@@ -16,6 +16,9 @@ from .errors import KernelError
 from .state import LabState
 
 
+UP_LOCK_WAIT = 60.0  # seconds an `up` waits for another command on the same lab
+
+
 @dataclass
 class UpResult:
     lab: model.Lab
@@ -33,7 +36,8 @@ class DownResult:
 
 def up(lab: model.Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
     state = LabState(lab.name)
-    with state.lock():
+    # A second `up` of the same lab waits for the first (then finds it up); refused after a while.
+    with state.lock(timeout=UP_LOCK_WAIT):
         result = UpResult(lab)
         if state.exists():
             journal = state.journal()
@@ -114,8 +118,14 @@ def down(name: str) -> DownResult:
 
 
 def lab_namespaces(state: LabState) -> list[str]:
-    """The namespaces of a lab: those its journal names, and any that bears its mark."""
-    names = [ns for ns in state.journal().namespaces if K.netns_exists(ns)]
+    """The namespaces of a lab: those its journal names, and any that bears its mark.
+
+    A journal entry is written before its namespace exists; if netlab died in between and somebody
+    made a namespace of that name since, it bears no mark of this lab and is left alone. A plain
+    file under /run/netns (killed before the mount) is no namespace and goes.
+    """
+    names = [ns for ns in state.journal().namespaces
+             if K.is_unmounted_file(ns) or (K.netns_exists(ns) and K.mark(ns) == state.lab)]
     prefix = state.lab + "-"
     for ns in K.list_netns():
         if ns.startswith(prefix) and ns not in names and K.mark(ns) == state.lab:

@@ -42,14 +42,30 @@ DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "three-node.yaml"
 # ---------------------------------------------------------------- YAML with line numbers
 
 
+MAX_DEPTH = 50  # a scenario nests 5 levels; far deeper is a mistake or an attack on the parser
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases, so a YAML bomb never expands."""
+    """SafeLoader that refuses aliases, so a YAML bomb never expands, and deep nesting."""
+
+    depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise _AliasError(event.start_mark.line + 1)
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise _DepthError(self.peek_event().start_mark.line + 1)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _DepthError(Exception):
+    def __init__(self, line: int):
+        self.line = line
 
 
 class _AliasError(Exception):
@@ -60,8 +76,15 @@ class _AliasError(Exception):
 Loc = tuple
 
 
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+
+
 def _to_python(loader: _Loader, node, loc: Loc, lines: dict, path: str) -> Any:
     lines.setdefault(loc, node.start_mark.line + 1)
+    if node.tag not in _PLAIN_TAGS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise ScenarioError(path, node.start_mark.line + 1, f"the YAML tag '{tag}' is not "
+                                                            f"supported: write a plain value")
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         for key_node, value_node in node.value:
@@ -107,13 +130,21 @@ def _c_parser_safe(text: str) -> bool:
 
 
 def _load_yaml(loader_class: type, text: str, path: str) -> tuple[Any, dict]:
-    loader = loader_class(text)
+    try:
+        loader = loader_class(text)  # checks every character first
+    except yaml.reader.ReaderError as e:
+        _reader_error(e, text, path)
     try:
         root = loader.get_single_node()
         if root is None:
             raise ScenarioError(path, 1, "the scenario is empty: start from scenarios/three-node.yaml")
         lines: dict = {}
         return _to_python(loader, root, (), lines, path), lines
+    except _DepthError as e:
+        raise ScenarioError(path, e.line, f"the YAML is nested more than {MAX_DEPTH} levels deep: "
+                                          f"flatten it") from None
+    except yaml.reader.ReaderError as e:
+        _reader_error(e, text, path)
     except _AliasError as e:
         raise ScenarioError(path, e.line, "YAML anchors and aliases (*name) are not supported: "
                                           "write the value out") from None
@@ -129,6 +160,12 @@ def _load_yaml(loader_class: type, text: str, path: str) -> tuple[Any, dict]:
         raise ScenarioError(path, None, "the YAML is nested too deeply: flatten it") from None
     finally:
         loader.dispose()
+
+
+def _reader_error(e: yaml.reader.ReaderError, text: str, path: str):
+    line = text[: e.position].count("\n") + 1
+    raise ScenarioError(path, line, f"the character {chr(e.character)!r} is not allowed in YAML: "
+                                    f"remove it") from None
 
 
 # ---------------------------------------------------------------- the schema (user's language)
@@ -548,8 +585,9 @@ def read_scenario(path: Union[str, Path, None]) -> tuple[str, str]:
     except OSError as e:
         raise ScenarioError(shown, None, f"cannot read: {e.strerror}") from None
     if len(raw) > MAX_BYTES:
-        raise ScenarioError(shown, None, "the file is larger than 1 MiB: a scenario is a short "
-                                         "description, generate a smaller one")
+        line = raw[:MAX_BYTES].count(b"\n") + 1
+        raise ScenarioError(shown, line, "the file is larger than 1 MiB (reached on this line): a "
+                                         "scenario is a short description, generate a smaller one")
     try:
         return raw.decode("utf-8"), shown
     except UnicodeDecodeError as e:

@@ -96,17 +96,47 @@ class LabState:
 
     # ------------------------------------------------------------ locking
 
-    def lock(self, wait: bool = False):
-        """An exclusive lock on the lab, so two `up`s or an `up` and a `down` never mix."""
+    def lock(self, wait: bool = False, timeout: float = 0.0):
+        """An exclusive lock on the lab, so two `up`s or an `up` and a `down` never mix.
+
+        wait: block until it is free; timeout: else retry for that many seconds before refusing.
+        """
         (ROOT / "locks").mkdir(parents=True, exist_ok=True)
-        fd = os.open(ROOT / "locks" / f"{self.lab}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
+        path = self.lock_path()
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _flock(fd, wait, timeout)
+            except BlockingIOError:
+                os.close(fd)
+                raise NetlabError(f"lab {self.lab} is busy: another netlab command is bringing it "
+                                  f"up or down; wait for it to finish and try again") from None
+            # `netlab clean` unlinks the lock files of gone labs (holding the lock): a lock taken on
+            # a file that was unlinked meanwhile guards nothing, so take the new file's instead.
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return _Lock(fd)
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise NetlabError(f"lab {self.lab} is busy: another netlab command is bringing it up or "
-                              f"down; wait for it to finish and try again") from None
-        return _Lock(fd)
+
+    def lock_path(self) -> Path:
+        return ROOT / "locks" / f"{self.lab}.lock"
+
+
+def _flock(fd: int, wait: bool, timeout: float) -> None:
+    if wait:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 class _Lock:

@@ -85,6 +85,7 @@ def stop(pids: Iterable[int], grace: float = 2.0) -> None:
         for pid in list(pids):
             _reap(pid)
             if not _alive(pid):
+                _reap(pid)  # it may have died just after the first reap: no zombie left behind
                 pids.discard(pid)
         if pids:
             time.sleep(0.01)
@@ -115,4 +116,22 @@ def marked(lab: str) -> list[int]:
             continue
         if mark in env and _alive(int(entry)):
             found.append(int(entry))
+    return found
+
+
+def all_marked() -> dict[str, list[int]]:
+    """Every live process that carries a NETLAB_LAB mark, as {lab: [pids]}."""
+    found: dict[str, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        for var in env:
+            if var.startswith(b"NETLAB_LAB=") and _alive(int(entry)):
+                found.setdefault(var[11:].decode(errors="replace"), []).append(int(entry))
+                break
     return found
