@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from conftest import ROOT, leftovers, netlab, requires_root, unique_name
+from netlab import model, plan
 
 pytestmark = requires_root
 
@@ -73,7 +74,7 @@ def changes(a: dict, b: dict) -> list:
 
 
 def assert_one_whole_lab(lab: str) -> None:
-    """Exactly one lab's worth: 10 namespaces, one process per container, one record of each."""
+    """Exactly one lab's worth: 10 namespaces, its processes, one record of each."""
     snap = lab_snapshot(lab)
     assert len(snap["namespaces"]) == 10, sorted(snap["namespaces"])
     for pod, n in CONTAINERS.items():
@@ -81,7 +82,9 @@ def assert_one_whole_lab(lab: str) -> None:
     journal = snap["journal"].split("\n")
     assert sorted(line.split()[1] for line in journal if line.startswith("netns ")) == \
         sorted(snap["namespaces"])
-    assert len([line for line in journal if line.startswith("pid ")]) == 7
+    # One process per container, plus the server every node runs for verify's node checks.
+    spawns = [op for op in plan.build(model.load(None, name=lab)) if isinstance(op, plan.Spawn)]
+    assert len([line for line in journal if line.startswith("pid ")]) == len(spawns) == 10
     assert journal.count("complete") == 1
 
 
