@@ -129,18 +129,18 @@ class Endpoint:
 def pod_end(lab: Lab, pod: Pod, towards: Optional[Pod] = None) -> Endpoint:
     if pod.host_network:
         # A hostNetwork pod is its node's namespace and IP: it talks (and is talked to) as the node.
-        return replace(node_end(lab.node(pod.node), towards), name=pod.name)
+        return replace(node_end(lab.node(pod.node), towards, lab.backend == "vxlan"), name=pod.name)
     return Endpoint(pod.name, pod.ns, pod.ip, lab.node(pod.node).ns, (pod.ip,))
 
 
-def node_end(node: Node, towards: Optional[Pod] = None) -> Endpoint:
+def node_end(node: Node, towards: Optional[Pod] = None, vxlan: bool = False) -> Endpoint:
     # A node talks to its own pods from cni0's address and to anything else from eth0's.
     # On vxlan it talks to other nodes' pods from flannel.1's address (the route's src), as flannel.
     first = node.ip
     if towards is not None and not towards.host_network:
-        first = node.gateway if towards.node == node.name else (node.vtep or node.ip)
+        first = node.gateway if towards.node == node.name else (node.vtep if vxlan else node.ip)
     return Endpoint(node.name, node.ns, node.ip, None, (first,) + tuple(
-        a for a in (node.ip, node.gateway, node.vtep) if a and a != first))
+        a for a in (node.ip, node.gateway) + (node.vtep,) * vxlan if a and a != first))
 
 
 def hops(src: Endpoint, dst: Endpoint) -> tuple[tuple[str, str, str], ...]:
@@ -207,7 +207,8 @@ def rule_pod_pod_cross_node(lab: Lab) -> list[Check]:
 def rule_node_to_pod(lab: Lab) -> list[Check]:
     """Every node reaches every pod directly."""
     return [c for n in lab.nodes for p in lab.pods
-            for c in _reach("node-to-pod", node_end(n, p), pod_end(lab, p), servers_of(p))]
+            for c in _reach("node-to-pod", node_end(n, p, lab.backend == "vxlan"), pod_end(lab, p),
+                            servers_of(p))]
 
 
 def rule_pod_to_node(lab: Lab) -> list[Check]:
@@ -246,7 +247,7 @@ def _endpoint(lab: Lab, name: str, towards: Optional[Pod] = None) -> Optional[En
             return pod_end(lab, p)
     for n in lab.nodes:
         if n.name == name:
-            return node_end(n, towards)
+            return node_end(n, towards, lab.backend == "vxlan")
     return None
 
 
