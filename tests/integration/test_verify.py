@@ -17,8 +17,9 @@ pytestmark = requires_root
 
 NODE_OF = {"web": "node1", "frontend": "node1", "api": "node2", "worker": "node2",
            "db": "node3", "cache": "node3"}
-# the default lab: 6 pod-ip, 12 same node, 48 across nodes, 36 node-to-pod, 36 pod-to-node, 6 localhost
-DEFAULT_CHECKS = 144
+# the default lab: 6 pod-ip, 12 same node, 48 across nodes, 36 node-to-pod, 36 pod-to-node, 6 localhost,
+# 6 mtu
+DEFAULT_CHECKS = 150
 
 
 @pytest.fixture
@@ -127,7 +128,7 @@ def test_missing_namespace_fails_the_checks_that_need_it(lab):
     netlab("up", "--name", lab)
     sh("ip", "netns", "del", f"{lab}-db")      # its server keeps the namespace alive, unnamed
     code, data = verify(lab, "--from", "db")
-    assert code == 1 and data["checks"] == 1 + 2 + 8 + 6 + 1  # addr, pods, nodes, localhost
+    assert code == 1 and data["checks"] == 1 + 2 + 8 + 6 + 1 + 2  # addr, pods, nodes, localhost, mtu
     assert all(not r["ok"] and "does not exist" in r["reason"] for r in data["results"]), data
 
 
