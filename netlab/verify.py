@@ -764,6 +764,8 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             r = _judge_addrs(c, https[i])
         elif c.method == "mtu":
             r = _judge_mtu(c, https[i])
+            if not r.ok and not re.search(r"mtu|frag|too long", https[i].detail, re.I):
+                r.reason = ""       # not a matter of size: say where the packet stopped
         elif c.method == "ping":
             r = _judge_ping(c, pings[c.ns][c.target])
         elif c.rule in DOCKER_RULE.values():
@@ -867,6 +869,11 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _named(c: Check) -> str:
+    # a scenario check by its name; a docker check's name ends its reason instead
+    return c.label if c.label and not c.why else f"{c.src} -> {c.dst}"
+
+
 def render_text(report: Report) -> str:
     """A plain table (fast for thousands of rows), the reasons of the failures, a summary line."""
     rows = [COLUMNS] + [_row(r) for r in report.results]
@@ -876,7 +883,7 @@ def render_text(report: Report) -> str:
     failed = report.failed
     if failed:
         lines += ["", "Failures:"]
-        lines += [f"  {r.check.rule} {r.check.label or f'{r.check.src} -> {r.check.dst}'} "
+        lines += [f"  {r.check.rule} {_named(r.check)} "
                   f"({_row(r)[3]}): {r.reason}\n"
                   f"    reproduce: {r.check.reproduce}" for r in failed]
     lines += ["", report.summary()]
