@@ -712,8 +712,26 @@ def _judge_mtu(c: Check, out: MtuOut) -> Result:
 class _Routes:
     """`ip route get` per (namespace, address), cached: where a lost packet had no way on."""
 
-    def __init__(self):
+    def __init__(self, lab: Optional[Lab] = None):
         self.cache: dict[tuple[str, str], str] = {}
+        self.lab = lab
+        self.snap = None
+        self.traces: dict[tuple[str, str], str] = {}
+
+    def stopped(self, ns: str, address: str) -> str:
+        """Where `netlab trace` (the kernel's routes, links and neighbours) stops the packet."""
+        key = (ns, address)
+        if key not in self.traces:
+            self.traces[key] = ""
+            try:
+                from . import look
+                self.snap = self.snap or look.live_snapshot(self.lab)
+                t = look.live_trace(self.lab, ns, address, self.snap)
+                if not t.arrived and t.reason:
+                    self.traces[key] = t.reason
+            except Exception:  # the trace only adds detail; the reason stands without it
+                pass
+        return self.traces[key]
 
     def error(self, ns: str, address: str) -> str:
         key = (ns, address)
@@ -737,6 +755,12 @@ class _Routes:
             if err:
                 return f"{err}" + (" on the way back" if way == "return" else "")
         hint = f" ({detail})" if detail and detail not in ("no reply", "no connection") else ""
+        for ns, address, way in c.hops if self.lab is not None else ():
+            stop = self.stopped(ns, address) if ns else ""
+            if stop:
+                back = " on the way back" if way == "return" else ""
+                return (f"{c.src} got no answer from {c.target}{hint}: the packet stops{back}: "
+                        f"{stop}")
         return (f"{c.src} got no answer from {c.target}{hint}; every namespace on the way has a "
                 f"route, so look for a firewall rule or a link that is down")
 
@@ -748,7 +772,7 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
         if c.method == "addr":
             for a in seen.get(c.ns, []):
                 owners.setdefault(a, []).append(c.src)
-    routes = _Routes()
+    routes = _Routes(lab)
     results = []
     for i, c in enumerate(checks):
         if c.method != "addr" and c.ns in missing:

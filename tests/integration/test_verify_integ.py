@@ -144,3 +144,14 @@ def test_verify_then_graph_verify_colours_the_picture(lab, tmp_path):
     assert code == 1
     r = netlab("graph", lab, "--verify", "-o", str(out))
     assert f"verify: {data['passed']} of {data['checks']} checks passed" in r.stdout + r.stderr
+
+
+def test_a_link_down_on_the_way_is_named_by_the_trace(lab):
+    netlab("up", "--name", lab)
+    sh("ip", "-n", f"{lab}-node2", "link", "set", "veth-api", "down")   # routes all still there
+    code, data = verify(lab, "--only", "pod-pod-cross-node", "--from", "web")
+    assert code == 1
+    failed = {(r["to"], r["method"]): r["reason"] for r in data["results"] if not r["ok"]}
+    assert set(failed) == {("api", "ping"), ("api", "http")}
+    for why in failed.values():
+        assert f"the packet stops: interface {lab}-node2 veth-api on the way is down" in why, why
