@@ -16,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # The tools that run inside the lab's namespaces, and what netlab needs to run.
 apt-get install -y -qq --no-install-recommends \
-  iproute2 iputils-ping fping curl nftables tcpdump util-linux procps sudo graphviz \
+  iproute2 iputils-ping fping curl socat nftables tcpdump util-linux procps sudo graphviz \
   python3 python3-venv python3-pip ca-certificates >/dev/null
 
 python3 -m venv "$venv"

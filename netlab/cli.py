@@ -356,11 +356,13 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
     if not state.LabState(name).exists():
         raise NetlabError(f"lab {name} is not up: see `netlab status`")
     the_lab = lifecycle.load_up(name)
-    names = [p.name for p in the_lab.pods] + [n.name for n in the_lab.nodes]
+    names = [p.name for p in the_lab.pods] + [n.name for n in the_lab.nodes] + [
+        c.name for c in the_lab.containers]
     if source is not None and source not in names:
         raise NetlabError(f"--from: lab {name} has no pod or node '{source}': use one of "
                           f"{', '.join(names)}")
     report = V.run(the_lab, V.derive(the_lab, only or (), source))
+    V.save(report)
     if junit is not None:
         try:
             junit.write_text(V.render_junit(report))

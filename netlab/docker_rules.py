@@ -61,12 +61,15 @@ def expectations(lab: Lab) -> list[Expectation]:
 
 def _clients(lab: Lab, node: Node) -> list[tuple[str, str, str]]:
     """(name, namespace, source address) of the probes sent to a node's address: every other
-    node, and the first pod with its own network on each node (its own node's too)."""
+    node, the first pod with its own network on each node (its own node's too), and the outside
+    world (from its router's address on the underlay), like a client on another host."""
     out = [(n.name, n.ns, n.ip) for n in lab.nodes if n is not node]
     for n in lab.nodes:
         pod = next((p for p in lab.pods_on(n.name) if not p.host_network), None)
         if pod is not None:
             out.append((pod.name, pod.ns, pod.ip))
+    if lab.outside is not None:
+        out.append(("outside", lab.outside.ns, lab.outside.router))
     return out
 
 

@@ -400,11 +400,14 @@ class Kernel:
                         "via": r.get("gateway"), "dev": names.get(r.get("oif"))})
         return out
 
-    def ipv4_addresses(self, ns: str, ifname: str) -> list[str]:
-        """The IPv4 addresses (address/prefixlen) on one interface of a namespace."""
+    def ipv4_addresses(self, ns: str, ifname: Optional[str]) -> list[str]:
+        """The IPv4 addresses (address/prefixlen) on one interface of a namespace (None: all)."""
         # One address dump, matched by label (an IPv4 address is labelled with its link's name).
-        return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                for a in self.sock(ns).get_addr(family=2) if a.get("IFA_LABEL") == ifname]
+        return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in self.sock(ns).get_addr(family=2)
+                if ifname is None or a.get("IFA_LABEL") == ifname]
+
+    def link_mtu(self, ns: str, ifname: str) -> int:
+        return self.sock(ns).get_links(ifname=ifname)[0].get("IFLA_MTU")
 
 
 # ---------------------------------------------------------------- observation for graph and trace

@@ -38,6 +38,10 @@ def _live_snapshot(lab: model.Lab) -> snapshot.Snapshot:
                           list(lab.namespaces), lab.name)
 
 
+def live_snapshot(lab: model.Lab) -> snapshot.Snapshot:
+    return _live_snapshot(lab)
+
+
 def target_lab(target: Optional[str], name: Optional[str]) -> tuple[model.Lab, bool]:
     """(Lab, live?) for a scenario path or a lab name that is up; the only lab when None (the
     default scenario when no lab is up)."""
@@ -109,11 +113,13 @@ def trace(args: list[str]) -> tuple[model.Lab, T.Trace, dict[str, str]]:
     return lab, live_trace(lab, src_ns, dst_ip), names
 
 
-def live_trace(lab: model.Lab, src_ns: str, dst_ip: str) -> T.Trace:
+def live_trace(lab: model.Lab, src_ns: str, dst_ip: str,
+               snap: Optional[snapshot.Snapshot] = None) -> T.Trace:
     """The path from a namespace of a lab that is up to an address, as the kernel routes it
-    (for `netlab trace`, and for verify to say where a failed probe's packet stopped)."""
+    (for `netlab trace`, and for verify to say where a failed probe's packet stopped; verify
+    passes one snapshot, `live_snapshot`, for all its traces)."""
     from . import kernel
-    snap = _live_snapshot(lab)
+    snap = snap or _live_snapshot(lab)
 
     def find(ns: snapshot.Namespace, dst: str) -> snapshot.Lookup:
         return T.from_route_get(ns, dst, kernel.route_get(ns.name, dst))

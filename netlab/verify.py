@@ -66,6 +66,11 @@ class Check:
     server: Optional[Server] = None
     hops: tuple[tuple[str, str, str], ...] = ()   # (namespace, address, "forward"|"return")
     label: str = ""               # a scenario check's name and line
+    not_by: str = ""              # negative: this server must not be the one that answers
+    addrs: tuple[str, ...] = ()   # addrs: these IPv4 addresses are in the namespace ...
+    only: bool = False            # ... and no other
+    why: str = ""                 # the promise the check proves, said when it fails
+    size: int = 0                 # mtu: the ICMP payload the lab's pod MTU allows
 
     @property
     def url(self) -> str:
@@ -75,6 +80,12 @@ class Check:
     def expected(self) -> str:
         if self.method == "addr":
             return f"in {self.subnet}, unique"
+        if self.method == "addrs":
+            return ("only " if self.only else "has ") + ", ".join(self.addrs)
+        if self.method == "mtu":
+            return "reply, DF, eth0 MTU - 28"
+        if self.expect == UNREACHABLE and self.not_by:
+            return f"no answer from {self.not_by}"
         if self.expect == UNREACHABLE:
             return "no reply" if self.method == "ping" else "no connection"
         if self.method == "ping":
@@ -91,8 +102,17 @@ class Check:
     def reproduce(self) -> str:
         if self.method == "addr":
             return f"ip -n {self.ns} -4 addr show dev eth0"
+        if self.method == "addrs":
+            return f"ip -n {self.ns} -4 -brief addr show"
         if self.method == "ping":
             return f"ip netns exec {self.ns} ping -c1 -W1 {self.target}"
+        if self.method == "mtu":
+            # The payload from the MTU eth0 really has, as the probe does (ip netns exec
+            # remounts /sys, so /sys/class/net is the namespace's own).
+            return (f"ip netns exec {self.ns} sh -c 'ping -M do -c1 -W1 -s "
+                    f"$(($(cat /sys/class/net/eth0/mtu) - 28)) {self.target}'")
+        if self.method == "udp":
+            return f"echo {self.path} | ip netns exec {self.ns} socat -t1 - UDP:{self.target}:{self.port}"
         return f"ip netns exec {self.ns} curl -s {self.url}"
 
 
@@ -106,15 +126,21 @@ class Endpoint:
     sees: tuple[str, ...] = ()       # the addresses a server may see from it without NAT
 
 
-def pod_end(lab: Lab, pod: Pod) -> Endpoint:
+def pod_end(lab: Lab, pod: Pod, towards: Optional[Pod] = None) -> Endpoint:
+    if pod.host_network:
+        # A hostNetwork pod is its node's namespace and IP: it talks (and is talked to) as the node.
+        return replace(node_end(lab.node(pod.node), towards, lab.backend == "vxlan"), name=pod.name)
     return Endpoint(pod.name, pod.ns, pod.ip, lab.node(pod.node).ns, (pod.ip,))
 
 
-def node_end(node: Node, towards: Optional[Pod] = None) -> Endpoint:
+def node_end(node: Node, towards: Optional[Pod] = None, vxlan: bool = False) -> Endpoint:
     # A node talks to its own pods from cni0's address and to anything else from eth0's.
-    first = node.gateway if towards is not None and towards.node == node.name else node.ip
+    # On vxlan it talks to other nodes' pods from flannel.1's address (the route's src), as flannel.
+    first = node.ip
+    if towards is not None and not towards.host_network:
+        first = node.gateway if towards.node == node.name else (node.vtep if vxlan else node.ip)
     return Endpoint(node.name, node.ns, node.ip, None, (first,) + tuple(
-        a for a in (node.ip, node.gateway) if a != first))
+        a for a in (node.ip, node.gateway) + (node.vtep,) * vxlan if a and a != first))
 
 
 def hops(src: Endpoint, dst: Endpoint) -> tuple[tuple[str, str, str], ...]:
@@ -153,17 +179,18 @@ def _reach(rule: str, src: Endpoint, dst: Endpoint, servers: Iterable[Server]) -
 
 def rule_pod_ip(lab: Lab) -> list[Check]:
     """Each pod's address (as the kernel has it) is inside its node's pod subnet and unique."""
+    # A hostNetwork pod has the node's address, not one of the pod subnet (docker-host proves it).
     return [Check("pod-ip", p.name, p.node, "addr", p.ns, p.ip, subnet=lab.node(p.node).pod_cidr)
-            for p in lab.pods]
+            for p in lab.pods if not p.host_network]
 
 
 def _pod_pairs(lab: Lab, rule: str, same_node: bool) -> list[Check]:
     ends = [(p, pod_end(lab, p), servers_of(p)) for p in lab.pods]
     out = []
-    for src, src_end, _ in ends:
+    for src, _, _ in ends:
         for dst, dst_end, servers in ends:
             if dst is not src and (src.node == dst.node) == same_node:
-                out += _reach(rule, src_end, dst_end, servers)
+                out += _reach(rule, pod_end(lab, src, dst), dst_end, servers)
     return out
 
 
@@ -180,7 +207,8 @@ def rule_pod_pod_cross_node(lab: Lab) -> list[Check]:
 def rule_node_to_pod(lab: Lab) -> list[Check]:
     """Every node reaches every pod directly."""
     return [c for n in lab.nodes for p in lab.pods
-            for c in _reach("node-to-pod", node_end(n, p), pod_end(lab, p), servers_of(p))]
+            for c in _reach("node-to-pod", node_end(n, p, lab.backend == "vxlan"), pod_end(lab, p),
+                            servers_of(p))]
 
 
 def rule_pod_to_node(lab: Lab) -> list[Check]:
@@ -219,7 +247,7 @@ def _endpoint(lab: Lab, name: str, towards: Optional[Pod] = None) -> Optional[En
             return pod_end(lab, p)
     for n in lab.nodes:
         if n.name == name:
-            return node_end(n, towards)
+            return node_end(n, towards, lab.backend == "vxlan")
     return None
 
 
@@ -233,6 +261,77 @@ def _server_at(lab: Lab, name: str, port: int) -> Optional[Server]:
     return None
 
 
+# ---------------------------------------------------------------- Docker modes (pure)
+
+# Each docker_rules promise belongs to one verify rule; what -p does, in every mode, is one rule.
+DOCKER_RULE = {"none-only-loopback": "docker-none", "none-reaches-nobody": "docker-none",
+               "none-localhost": "docker-none", "bridge-nat-out": "docker-bridge",
+               "bridge-address-private": "docker-bridge", "host-shares-node-ip": "docker-host",
+               "host-port-at-node-ip": "docker-host", "bridge-published-port":
+               "docker-published-port", "none-port-does-nothing": "docker-published-port",
+               "host-port-ignored": "docker-published-port"}
+
+
+def docker_checks(lab: Lab, e) -> list[Check]:
+    """One docker_rules Expectation as checks: an address list, a ping, or requests (HTTP over TCP,
+    a datagram over UDP) asking the server its name and, where it matters, the address it saw."""
+    from .docker_rules import LOOPBACK
+    rule = DOCKER_RULE[e.rule]
+    base = Check(rule, e.src, e.dst or e.subject, "ping", e.src_ns, e.dst or "",
+                 expect=REACHABLE if e.reachable else UNREACHABLE, label=e.rule, why=e.why,
+                 hops=((e.src_ns, e.dst, "forward"),) if e.dst and e.dst != LOOPBACK else ())
+    if e.kind == "addresses":
+        return [replace(base, method="addrs", dst=e.subject, addrs=e.addresses, only=e.only)]
+    if e.kind == "ping":
+        return [base]
+    method = "http" if e.kind == "tcp" else "udp"
+    ask = (lambda what: "/" + what) if method == "http" else (lambda what: what)
+    server = _docker_server(lab, e.answered_by, e.port) if e.reachable else None
+    asking = replace(base, method=method, port=e.port, server=server)
+    if not e.reachable:
+        return [replace(asking, path=ask("hostname"), not_by=e.answered_by or "")]
+    out = [replace(asking, path=ask("hostname"), body=e.answered_by)] if e.answered_by else []
+    if e.seen_source:
+        out.append(replace(asking, path=ask("clientip"), sees=(e.seen_source,), nat=False))
+    return out
+
+
+def _docker_server(lab: Lab, name: Optional[str], port: Optional[int]) -> Optional[Server]:
+    """The TCP server a positive check needs listening (a UDP answer comes from the same one)."""
+    for c in lab.containers:
+        if c.name == name and c.process.port:
+            return Server(c.ns, c.process.port, c.name, c.name)
+    for p in lab.pods:
+        if p.name == name:
+            return next(iter(servers_of(p)), None)
+    if lab.outside is not None and name == "outside":
+        return Server(lab.outside.ns, lab.outside.port, "outside", "server")
+    return None
+
+
+def _docker_rule(rule: str) -> Callable[[Lab], list[Check]]:
+    def derive_rule(lab: Lab) -> list[Check]:
+        from .docker_rules import expectations
+        return [c for e in expectations(lab) if DOCKER_RULE[e.rule] == rule
+                for c in docker_checks(lab, e)]
+    derive_rule.__doc__ = f"Docker's promises of {rule} (docker_rules.expectations)."
+    return derive_rule
+
+
+def rule_mtu(lab: Lab) -> list[Check]:
+    """From one pod on each node, a ping with DF set and the largest payload its eth0 MTU allows
+    crosses to one pod on every other node: a pod MTU too large for the overlay shows here."""
+    first = {}
+    for p in lab.pods:
+        if not p.host_network:
+            first.setdefault(p.node, p)
+    return [Check("mtu", src.name, dst.name, "mtu", src.ns, dst.ip, size=src.mtu - 28,
+                  hops=hops(pod_end(lab, src), pod_end(lab, dst)),
+                  why="the pods' MTU must fit the path between the nodes" +
+                  (", less VXLAN's 50 bytes" if lab.backend == "vxlan" else ""))
+            for src in first.values() for dst in first.values() if dst.node != src.node]
+
+
 # The rules, in the order they are reported. Later network modes register theirs here.
 RULES: dict[str, Callable[[Lab], list[Check]]] = {
     "pod-ip": rule_pod_ip,
@@ -242,6 +341,11 @@ RULES: dict[str, Callable[[Lab], list[Check]]] = {
     "pod-to-node": rule_pod_to_node,
     "localhost": rule_localhost,
     "scenario": rule_scenario,
+    "docker-none": _docker_rule("docker-none"),
+    "docker-bridge": _docker_rule("docker-bridge"),
+    "docker-host": _docker_rule("docker-host"),
+    "docker-published-port": _docker_rule("docker-published-port"),
+    "mtu": rule_mtu,
 }
 
 
@@ -383,6 +487,60 @@ def parse_curl(count: int, stdout: str, stderr: str, body: Callable[[int], str])
     return out
 
 
+def udp_ask(ns: str, host: str, port: int, what: str) -> HttpOut:
+    """One datagram `what` to a netexec UDP port (socat waits 1 s for the answer); the answer."""
+    argv = _launch(ns) + ["socat", "-t1", "-T2", "-", f"UDP:{host}:{port}"]
+    proc = subprocess.run(argv, input=what + "\n", capture_output=True, text=True, timeout=30)
+    body = proc.stdout.strip()
+    error = (proc.stderr.strip().splitlines() or ["no answer"])[-1].rsplit(": ", 1)[-1]
+    return HttpOut(bool(body), "200" if body else "000", body, "" if body else error)
+
+
+@dataclass
+class MtuOut:
+    mtu: int                  # eth0's MTU in the source namespace, as the kernel has it
+    alive: bool
+    detail: str = ""
+
+
+def ping_df(ns: str, target: str, mtu: int) -> MtuOut:
+    """`ping -M do` (DF set, no local fragmenting) with the largest payload eth0's MTU allows."""
+    argv = _launch(ns) + ["ping", "-n", "-M", "do", "-c", "2", "-i", "0.2", "-W", "1", "-s",
+                          str(mtu - 28), target]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    # e.g. "From 10.244.1.1 icmp_seq=1 Frag needed and DF set (mtu = 1450)"
+    errors = [re.sub(r"^(From \S+ )?(icmp_seq=\d+ )?(ping: )?", "", line)
+              for line in (proc.stdout + proc.stderr).splitlines()
+              if line.startswith("From ") or "ping:" in line]
+    return MtuOut(mtu, proc.returncode == 0, errors[0] if errors else "no reply")
+
+
+def observe_mtus(checks: list[Check]) -> dict[str, int]:
+    """eth0's MTU in each namespace an mtu check starts in (netlink, in process)."""
+    out: dict[str, int] = {}
+    with K.Kernel() as kern:
+        for c in checks:
+            if c.ns not in out:
+                try:
+                    out[c.ns] = int(kern.link_mtu(c.ns, "eth0"))
+                except Exception:  # no eth0: the probe's ping says so
+                    out[c.ns] = c.size + 28
+    return out
+
+
+def observe_all_addresses(checks: list[Check]) -> dict[str, list[str]]:
+    """Every IPv4 address in each namespace an addrs check names (netlink, in process)."""
+    seen: dict[str, list[str]] = {}
+    with K.Kernel() as kern:
+        for c in checks:
+            if c.ns not in seen:
+                try:
+                    seen[c.ns] = [a.split("/")[0] for a in kern.ipv4_addresses(c.ns, None)]
+                except Exception as e:
+                    seen[c.ns] = [f"error: {e}"]
+    return seen
+
+
 def _listening(pid: int, port: int) -> bool:
     """Whether the namespace of `pid` has a TCP socket listening on `port` (state 0A)."""
     want = f":{port:04X}"
@@ -503,11 +661,77 @@ def _judge_http(c: Check, out: HttpOut) -> Result:
     return Result(c, True, observed)
 
 
+def _judge_addrs(c: Check, addrs: list[str]) -> Result:
+    if addrs and addrs[0].startswith("error:"):
+        return Result(c, False, "-", f"cannot read the addresses of {c.ns}: {addrs[0][7:]}")
+    observed = ", ".join(addrs) or "none"
+    lacking = [a for a in c.addrs if a not in addrs]
+    if lacking:
+        return Result(c, False, observed, f"{c.ns} has no address {lacking[0]}")
+    extra = [a for a in addrs if a not in c.addrs]
+    if c.only and extra:
+        return Result(c, False, observed, f"{c.ns} also has {', '.join(extra)}")
+    return Result(c, True, observed)
+
+
+def _judge_answer(c: Check, out: HttpOut) -> Result:
+    """A Docker check's request (HTTP or UDP): who answered, and the address it saw."""
+    proto = "HTTP" if c.method == "http" else "UDP"
+    if not out.connected:
+        return Result(c, c.expect == UNREACHABLE, out.error or "no answer")
+    if c.method == "http" and out.code != "200":
+        who = f"HTTP {out.code}"
+    else:
+        who = out.body
+    if c.expect == UNREACHABLE:
+        ok = who != c.not_by
+        return Result(c, ok, f"answered by {who}", "" if ok else
+                      f"{c.not_by} answered {c.src} at {c.target}:{c.port} ({proto})")
+    if c.body is not None:
+        ok = who == c.body
+        return Result(c, ok, repr(who), "" if ok else f"{c.target}:{c.port} ({proto}) was "
+                                                      f"answered by {who!r}, not {c.body!r}")
+    saw = out.body.rsplit(":", 1)[0]
+    ok = saw in c.sees
+    return Result(c, ok, f"sees {saw}", "" if ok else f"the server saw {saw}, expected "
+                                                      f"{c.sees[0]}")
+
+
+def _judge_mtu(c: Check, out: MtuOut) -> Result:
+    size = out.mtu - 28
+    observed = f"{size} B: " + ("reply" if out.alive else out.detail)
+    if out.alive:
+        return Result(c, True, observed)
+    note = "" if size == c.size else (f"eth0 in {c.ns} has MTU {out.mtu}, the lab's pods "
+                                      f"{c.size + 28}; ")
+    return Result(c, False, observed, f"{note}a {size}-byte ping with DF set from {c.src} to "
+                                      f"{c.target} got {out.detail}: a packet as large as its MTU "
+                                      f"allows does not cross ({c.why})")
+
+
 class _Routes:
     """`ip route get` per (namespace, address), cached: where a lost packet had no way on."""
 
-    def __init__(self):
+    def __init__(self, lab: Optional[Lab] = None):
         self.cache: dict[tuple[str, str], str] = {}
+        self.lab = lab
+        self.snap = None
+        self.traces: dict[tuple[str, str], str] = {}
+
+    def stopped(self, ns: str, address: str) -> str:
+        """Where `netlab trace` (the kernel's routes, links and neighbours) stops the packet."""
+        key = (ns, address)
+        if key not in self.traces:
+            self.traces[key] = ""
+            try:
+                from . import look
+                self.snap = self.snap or look.live_snapshot(self.lab)
+                t = look.live_trace(self.lab, ns, address, self.snap)
+                if not t.arrived and t.reason:
+                    self.traces[key] = t.reason
+            except Exception:  # the trace only adds detail; the reason stands without it
+                pass
+        return self.traces[key]
 
     def error(self, ns: str, address: str) -> str:
         key = (ns, address)
@@ -531,6 +755,12 @@ class _Routes:
             if err:
                 return f"{err}" + (" on the way back" if way == "return" else "")
         hint = f" ({detail})" if detail and detail not in ("no reply", "no connection") else ""
+        for ns, address, way in c.hops if self.lab is not None else ():
+            stop = self.stopped(ns, address) if ns else ""
+            if stop:
+                back = " on the way back" if way == "return" else ""
+                return (f"{c.src} got no answer from {c.target}{hint}: the packet stops{back}: "
+                        f"{stop}")
         return (f"{c.src} got no answer from {c.target}{hint}; every namespace on the way has a "
                 f"route, so look for a firewall rule or a link that is down")
 
@@ -542,7 +772,7 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
         if c.method == "addr":
             for a in seen.get(c.ns, []):
                 owners.setdefault(a, []).append(c.src)
-    routes = _Routes()
+    routes = _Routes(lab)
     results = []
     for i, c in enumerate(checks):
         if c.method != "addr" and c.ns in missing:
@@ -554,8 +784,16 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             continue
         if c.method == "addr":
             r = _judge_addr(c, seen, owners)
+        elif c.method == "addrs":
+            r = _judge_addrs(c, https[i])
+        elif c.method == "mtu":
+            r = _judge_mtu(c, https[i])
+            if not r.ok and not re.search(r"mtu|frag|too long", https[i].detail, re.I):
+                r.reason = ""       # not a matter of size: say where the packet stopped
         elif c.method == "ping":
             r = _judge_ping(c, pings[c.ns][c.target])
+        elif c.rule in DOCKER_RULE.values():
+            r = _judge_answer(c, https[i])
         else:
             r = _judge_http(c, https[i])
         if not r.ok and not r.reason:
@@ -563,6 +801,8 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
                 r.reason = f"{c.target} answered {c.src}, but the check expects it unreachable"
             else:
                 r.reason = routes.where(c, r.observed)
+        if not r.ok and c.why and c.method != "mtu":
+            r.reason += f" ({c.label}: {c.why})"
         results.append(r)
     return results
 
@@ -570,15 +810,17 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
 def need_tools(checks: list[Check]) -> None:
     """The probe tools must be installed (setup.sh installs them); say so before probing."""
     methods = {c.method for c in checks}
-    wanted = ["nsenter"] * bool(methods - {"addr"}) + ["fping"] * ("ping" in methods) + \
-        ["curl"] * ("http" in methods) + ["ip"]
+    wanted = ["nsenter"] * bool(methods - {"addr", "addrs"}) + ["fping"] * ("ping" in methods) + \
+        ["curl"] * ("http" in methods) + ["socat"] * ("udp" in methods) + \
+        ["ping"] * ("mtu" in methods) + ["ip"]
     missing = [tool for tool in wanted if shutil.which(tool) is None]
     if missing:
         raise NetlabError(f"verify needs {', '.join(missing)}: install with `sudo ./setup.sh` or "
                           f"`apt-get install {' '.join(_PACKAGES[t] for t in missing)}`")
 
 
-_PACKAGES = {"nsenter": "util-linux", "fping": "fping", "curl": "curl", "ip": "iproute2"}
+_PACKAGES = {"nsenter": "util-linux", "fping": "fping", "curl": "curl", "ip": "iproute2",
+             "socat": "socat", "ping": "iputils-ping"}
 
 
 def workers_default() -> int:
@@ -606,16 +848,27 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
             http_jobs.setdefault(c.ns, []).append(i)
     pings: dict[str, dict[str, PingOut]] = {}
     https: dict[int, HttpOut] = {}
+    run_one = [i for i, c in enumerate(checks) if c.method in ("udp", "mtu")
+               and c.ns not in missing and not (c.server is not None and c.server in problems)]
+    mtus = observe_mtus([checks[i] for i in run_one if checks[i].method == "mtu"])
     with ThreadPoolExecutor(max_workers=workers or workers_default()) as pool:
         http_futures = {ns: pool.submit(curl_many, ns, [checks[i].url for i in idx])
                         for ns, idx in http_jobs.items()}
         ping_futures = {ns: pool.submit(ping_many, ns, t) for ns, t in ping_targets.items()}
+        one_futures = {i: pool.submit(udp_ask, c.ns, c.target, c.port, c.path) if c.method == "udp"
+                       else pool.submit(ping_df, c.ns, c.target, mtus[c.ns])
+                       for i, c in ((i, checks[i]) for i in run_one)}
         # netlink in this (main) thread while the probes run; the pool's threads never setns().
         seen = observe_addresses([c for c in checks if c.method == "addr"])
+        all_addrs = observe_all_addresses([c for c in checks if c.method == "addrs"])
         for ns, fut in ping_futures.items():
             pings[ns] = fut.result()
         for ns, fut in http_futures.items():
             https.update(zip(http_jobs[ns], fut.result()))
+        for i, fut in one_futures.items():
+            https[i] = fut.result()
+    # Each check's own outcome by its index: an addrs check's is the namespace's address list.
+    https.update((i, all_addrs[c.ns]) for i, c in enumerate(checks) if c.method == "addrs")
     results = judge(lab, checks, pings, https, seen, problems, missing)
     return Report(lab.name, results, time.monotonic() - started)
 
@@ -629,6 +882,8 @@ COLUMNS = ("RULE", "FROM", "TO", "METHOD", "EXPECTED", "OBSERVED", "RESULT", "RE
 def _row(r: Result) -> tuple[str, ...]:
     c = r.check
     method = f"{c.method} :{c.port}{c.path}" if c.method == "http" else c.method
+    if c.method == "udp":
+        method = f"udp :{c.port} {c.path}"
     return (c.rule, c.src, c.dst, method, c.expected, _short(r.observed), "pass" if r.ok else "FAIL",
             c.reproduce)
 
@@ -636,6 +891,11 @@ def _row(r: Result) -> tuple[str, ...]:
 def _short(text: str, width: int = 40) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _named(c: Check) -> str:
+    # a scenario check by its name; a docker check's name ends its reason instead
+    return c.label if c.label and not c.why else f"{c.src} -> {c.dst}"
 
 
 def render_text(report: Report) -> str:
@@ -647,11 +907,21 @@ def render_text(report: Report) -> str:
     failed = report.failed
     if failed:
         lines += ["", "Failures:"]
-        lines += [f"  {r.check.rule} {r.check.label or f'{r.check.src} -> {r.check.dst}'} "
+        lines += [f"  {r.check.rule} {_named(r.check)} "
                   f"({_row(r)[3]}): {r.reason}\n"
                   f"    reproduce: {r.check.reproduce}" for r in failed]
     lines += ["", report.summary()]
     return "\n".join(lines) + "\n"
+
+
+def save(report: Report) -> None:
+    """The report as verify.json in the lab's state directory, where `netlab graph --verify`
+    reads it; written whole and renamed, so a reader never sees half of it."""
+    import json
+    path = LabState(report.lab).dir / "verify.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(render_json(report), indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def render_json(report: Report) -> dict:

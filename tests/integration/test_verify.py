@@ -17,8 +17,9 @@ pytestmark = requires_root
 
 NODE_OF = {"web": "node1", "frontend": "node1", "api": "node2", "worker": "node2",
            "db": "node3", "cache": "node3"}
-# the default lab: 6 pod-ip, 12 same node, 48 across nodes, 36 node-to-pod, 36 pod-to-node, 6 localhost
-DEFAULT_CHECKS = 144
+# the default lab: 6 pod-ip, 12 same node, 48 across nodes, 36 node-to-pod, 36 pod-to-node, 6 localhost,
+# 6 mtu
+DEFAULT_CHECKS = 150
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_healthy_lab_passes_every_check_in_every_output(lab, tmp_path):
     assert (root.get("tests"), root.get("failures")) == (str(DEFAULT_CHECKS), "0")
     assert {s.get("name") for s in root.iter("testsuite")} == {
         "pod-ip", "pod-pod-same-node", "pod-pod-cross-node", "node-to-pod", "pod-to-node",
-        "localhost"}
+        "localhost", "mtu"}
 
 
 def test_deleted_cross_node_route_fails_exactly_the_checks_that_need_it(lab, tmp_path):
@@ -76,12 +77,13 @@ def test_deleted_cross_node_route_fails_exactly_the_checks_that_need_it(lab, tmp
     expected = {(r["rule"], r["from"], r["to"], r["method"]) for r in data["results"]
                 if (r["from"] in side1 and r["to"] in pods2) or (r["from"] in pods2 and r["to"] in side1)}
     got = failed(data)
-    assert set(got) == expected and len(expected) == 24
+    # 24: ping and /clientip of 12 pairs; 2: the mtu pings web -> api and back (first pods)
+    assert set(got) == expected and len(expected) == 26
     for (rule, src, dst, method), reason in got.items():
         assert f"in {lab}-node1" in reason and "no route to 10.244.2." in reason, reason
         assert ("on the way back" in reason) == (src in pods2), reason
     junit = ET.parse(tmp_path / "report.xml").getroot()
-    assert junit.get("failures") == "24"
+    assert junit.get("failures") == "26"
     assert {f.get("message") for f in junit.iter("failure")} == set(got.values())
 
 
@@ -127,7 +129,7 @@ def test_missing_namespace_fails_the_checks_that_need_it(lab):
     netlab("up", "--name", lab)
     sh("ip", "netns", "del", f"{lab}-db")      # its server keeps the namespace alive, unnamed
     code, data = verify(lab, "--from", "db")
-    assert code == 1 and data["checks"] == 1 + 2 + 8 + 6 + 1  # addr, pods, nodes, localhost
+    assert code == 1 and data["checks"] == 1 + 2 + 8 + 6 + 1 + 2  # addr, pods, nodes, localhost, mtu
     assert all(not r["ok"] and "does not exist" in r["reason"] for r in data["results"]), data
 
 

@@ -113,7 +113,7 @@ def test_docker_rules_for_the_lesson():
         [("127.0.0.1", 80, "c-none")]
     # -p 80:80 on the none container: node1:80 must not be answered by it.
     assert [(e.src, e.dst, e.port, e.reachable) for e in by_rule["none-port-does-nothing"]] == \
-        [("node1", "192.168.1.11", 80, False)]
+        [("outside", "192.168.1.11", 80, False), ("node1", "192.168.1.11", 80, False)]
     (nat,) = by_rule["bridge-nat-out"]
     assert (nat.src_ns, nat.dst, nat.port, nat.seen_source) == \
         ("dm-c-bridge", "203.0.113.10", 80, "192.168.1.11")
