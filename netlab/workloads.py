@@ -104,19 +104,7 @@ def alive(pid: int) -> bool:
 
 def marked(lab: str) -> list[int]:
     """Live pids that carry NETLAB_LAB=<lab> (see spawn), wherever they are."""
-    mark = f"NETLAB_LAB={lab}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if mark in env and _alive(int(entry)):
-            found.append(int(entry))
-    return found
+    return all_marked().get(lab, [])
 
 
 def all_marked() -> dict[str, list[int]]:
