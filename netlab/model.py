@@ -628,7 +628,7 @@ def _name_from_path(path: str, where: _Where) -> str:
     try:
         return check_lab_name(stem)
     except ValueError:
-        where.fail((), f"the lab has no valid name: add `name: my-lab` at the top")
+        where.fail((), "the lab has no valid name: add `name: my-lab` at the top")
 
 
 def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) -> Lab:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -64,3 +66,36 @@ def lab_name(request):
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: integration test")
+
+
+def lab_fixture(prefix: str):
+    """A fixture giving a unique lab name with this prefix, taken down and checked after the test."""
+    @pytest.fixture
+    def lab():
+        name = unique_name(prefix)
+        yield name
+        netlab("down", name, check=False)
+        assert leftovers(name) == [], f"lab {name} left things behind"
+    return lab
+
+
+def in_ns(ns: str, *cmd: str, timeout: float = 10) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def curl(ns: str, url: str, tries: int = 50) -> str:
+    """curl from inside ns; the server may still be starting, so retry a bounded number of times."""
+    for _ in range(tries):
+        r = in_ns(ns, "curl", "-s", "--max-time", "2", url)
+        if r.returncode == 0:
+            return r.stdout
+        time.sleep(0.1)
+    raise AssertionError(f"curl {url} from {ns} failed: {r.returncode} {r.stderr}")
+
+
+def verify_json(lab: str, *args: str) -> tuple[int, dict]:
+    """`netlab verify LAB --json`: its exit code (0 or 1) and its parsed report."""
+    proc = netlab("verify", lab, "--json", *args, check=False)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)

@@ -3,29 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 
-import pytest
-
-from conftest import SCENARIOS, leftovers, netlab, requires_root
+from conftest import SCENARIOS, leftovers, netlab, requires_root, curl, in_ns
 
 pytestmark = requires_root
-
-
-def in_ns(ns: str, *cmd: str, timeout: float = 10) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def curl(ns: str, url: str, tries: int = 50) -> str:
-    """curl from inside ns; the server may still be starting, so retry a bounded number of times."""
-    for _ in range(tries):
-        r = in_ns(ns, "curl", "-s", "--max-time", "2", url)
-        if r.returncode == 0:
-            return r.stdout
-        time.sleep(0.1)
-    raise AssertionError(f"curl {url} from {ns} failed: {r.returncode} {r.stderr}")
 
 
 def test_up_ping_curl_down(lab_name):

@@ -10,13 +10,12 @@ import json
 import os
 import select
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name
+from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name, curl, in_ns
 from netlab import model
 
 pytestmark = requires_root
@@ -39,21 +38,6 @@ def ov_name():
         netlab("down", name, check=False)
     for name in names:
         assert leftovers(name) == [], f"lab {name} left things behind"
-
-
-def in_ns(ns: str, *cmd: str, timeout: float = 10) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def curl(ns: str, url: str, tries: int = 50) -> str:
-    """curl from inside ns; the server may still be starting, so retry a bounded number of times."""
-    for _ in range(tries):
-        r = in_ns(ns, "curl", "-s", "--max-time", "2", url)
-        if r.returncode == 0:
-            return r.stdout
-        time.sleep(0.1)
-    raise AssertionError(f"curl {url} from {ns} failed: {r.returncode} {r.stderr}")
 
 
 def ping(ns: str, ip: str, size: int | None = None, tries: int = 3) -> bool:

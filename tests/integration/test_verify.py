@@ -4,14 +4,12 @@ that must fail fail, each with its reason. Outputs are read back as JSON and as 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 
-from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name
+from conftest import SCENARIOS, netlab, requires_root, unique_name, lab_fixture, verify_json
 
 pytestmark = requires_root
 
@@ -22,18 +20,8 @@ NODE_OF = {"web": "node1", "frontend": "node1", "api": "node2", "worker": "node2
 DEFAULT_CHECKS = 150
 
 
-@pytest.fixture
-def lab():
-    name = unique_name("vf")
-    yield name
-    netlab("down", name, check=False)
-    assert leftovers(name) == [], f"lab {name} left things behind"
-
-
-def verify(lab: str, *args: str) -> tuple[int, dict]:
-    proc = netlab("verify", lab, "--json", *args, check=False)
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+lab = lab_fixture("vf")
+verify = verify_json
 
 
 def failed(data: dict) -> dict[tuple, str]:

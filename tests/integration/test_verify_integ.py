@@ -11,25 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name
+from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name, lab_fixture, verify_json
 
 pytestmark = requires_root
 
 SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))     # scenarios/ is netlab/scenarios
 
 
-@pytest.fixture
-def lab():
-    name = unique_name("ig")
-    yield name
-    netlab("down", name, check=False)
-    assert leftovers(name) == [], f"lab {name} left things behind"
-
-
-def verify(lab: str, *args: str) -> tuple[int, dict]:
-    proc = netlab("verify", lab, "--json", *args, check=False)
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+lab = lab_fixture("ig")
+verify = verify_json
 
 
 def sh(*argv: str, stdin: str | None = None) -> None:
