@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -99,3 +100,25 @@ def verify_json(lab: str, *args: str) -> tuple[int, dict]:
     proc = netlab("verify", lab, "--json", *args, check=False)
     assert proc.returncode in (0, 1), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
+
+
+def _tests_lock(mode: int):
+    """`netlab clean` removes every lab that is not recorded as up, whoever made it: a test that
+    runs it holds this lock exclusively, a test that builds a lab without netlab's record (the
+    plan script run by bash) holds it shared, so parallel tests never take each other's labs."""
+    fd = os.open("/tmp/netlab-tests-clean.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, mode)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def runs_clean():
+    yield from _tests_lock(fcntl.LOCK_EX)
+
+
+@pytest.fixture
+def unrecorded_lab():
+    yield from _tests_lock(fcntl.LOCK_SH)

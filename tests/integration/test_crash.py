@@ -49,7 +49,7 @@ def wait_for(predicate, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_of_up_at_random_moments():
+def test_kill_9_of_up_at_random_moments(runs_clean):
     seed = int(os.environ.get("NETLAB_CRASH_SEED", time.time()))
     rng = random.Random(seed)
     # How long the kernel work of one `up` takes here: from its record appearing to "complete"
@@ -89,7 +89,7 @@ def test_kill_9_of_up_at_random_moments():
     print(f"seed {seed}: kill -9 of `netlab up` (kernel work {window:.2f}s) left {dict(seen)}")
 
 
-def test_clean_removes_a_lab_whose_record_is_lost():
+def test_clean_removes_a_lab_whose_record_is_lost(runs_clean):
     name = unique_name("rl")
     netlab("up", "--name", name)
     shutil.rmtree(STATE / name)  # as if /run/netlab were wiped while the lab was up
@@ -107,7 +107,7 @@ def test_down_removes_a_lab_whose_record_is_lost():
     assert leftovers(name) == []
 
 
-def test_namespaces_netlab_did_not_make_are_never_touched():
+def test_namespaces_netlab_did_not_make_are_never_touched(runs_clean):
     name = unique_name("rl")
     mine = [f"{name}-node1", f"{name}-extra", f"{name}-ghost"]
     try:
@@ -140,7 +140,7 @@ def test_namespaces_netlab_did_not_make_are_never_touched():
     assert leftovers(name) == []
 
 
-def test_clean_keeps_labs_that_are_up(lab_name):
+def test_clean_keeps_labs_that_are_up(lab_name, runs_clean):
     netlab("up", "--name", lab_name)
     out = netlab("clean").stdout
     assert lab_name in out.split("left up:")[1], out
@@ -148,7 +148,7 @@ def test_clean_keeps_labs_that_are_up(lab_name):
     assert "already up" in netlab("up", "--name", lab_name).stdout
 
 
-def test_stray_marked_process_is_stopped_by_clean():
+def test_stray_marked_process_is_stopped_by_clean(runs_clean):
     name = unique_name("rl")
     proc = subprocess.Popen(["sleep", "600"], env={**os.environ, "NETLAB_LAB": name})
     try:

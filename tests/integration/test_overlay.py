@@ -196,7 +196,7 @@ def kernel_state(lab: model.Lab) -> dict:
 
 
 @pytest.mark.parametrize("scenario", [VXLAN, HOST_GW])
-def test_plan_script_builds_the_same_overlay_as_up(ov_name, scenario):
+def test_plan_script_builds_the_same_overlay_as_up(ov_name, scenario, unrecorded_lab):
     by_up = up(scenario, ov_name())
     by_script = model.load(scenario, ov_name())
     script = netlab("plan", str(scenario), "--name", by_script.name).stdout

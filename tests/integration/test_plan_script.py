@@ -42,7 +42,7 @@ def kernel_state(lab: str, namespaces: list[str]) -> dict:
     return state
 
 
-def test_plan_script_builds_what_up_builds(tmp_path):
+def test_plan_script_builds_what_up_builds(tmp_path, unrecorded_lab):
     by_up, by_script = unique_name("plan-up"), unique_name("plan-sh")
     try:
         netlab("up", "--name", by_up)
