@@ -11,24 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, leftovers, requires_root, unique_name
+from tests.conftest import ROOT, SCENARIOS, leftovers, requires_root, unique_name
 
 pytestmark = requires_root
 
-SCENARIO = """name: vgnodes
-network:
-  underlay: 192.168.56.0/24
-  podCIDR: 10.244.0.0/16
-  backend: {backend}
-nodes:
-  - {{name: node1, ip: 192.168.56.11, podCIDR: 10.244.1.0/24}}
-  - {{name: node2, ip: 192.168.56.12, podCIDR: 10.244.2.0/24}}
-  - {{name: node3, ip: 192.168.56.13, podCIDR: 10.244.3.0/24}}
-pods:
-  - {{name: web, node: node1, containers: [{{name: server, image: netexec, port: 8080}}]}}
-  - {{name: api, node: node2, containers: [{{name: server, image: netexec, port: 8080}}]}}
-  - {{name: db, node: node3, containers: [{{name: server, image: netexec, port: 8080}}]}}
-"""
+# The scenarios the Vagrantfile's multi-machine mode uses (NODES=3 vagrant up).
+SCENARIO_OF = {"host-gw": SCENARIOS / "vagrant-nodes.yaml", "vxlan": SCENARIOS / "vagrant-overlay.yaml"}
 NODES = {"node1": "192.168.56.11", "node2": "192.168.56.12", "node3": "192.168.56.13"}
 
 
@@ -86,10 +74,9 @@ def pod_curl(pod_ns: str, url: str) -> str:
 
 
 @pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
-def test_one_node_per_vm(vms, tmp_path, backend):
+def test_one_node_per_vm(vms, backend):
     name, vm = vms
-    scenario = tmp_path / "nodes.yaml"
-    scenario.write_text(SCENARIO.format(backend=backend))
+    scenario = SCENARIO_OF[backend]
     before = {n: look(v) for n, v in vm.items()}
     try:
         for node, v in vm.items():
@@ -126,10 +113,9 @@ def test_one_node_per_vm(vms, tmp_path, backend):
     assert in_vm(vm["node1"], "down", name, "--node", "node1").returncode == 0   # twice: harmless
 
 
-def test_node_ip_missing_is_refused(vms, tmp_path):
+def test_node_ip_missing_is_refused(vms):
     name, vm = vms
-    scenario = tmp_path / "nodes.yaml"
-    scenario.write_text(SCENARIO.format(backend="host-gw"))
+    scenario = SCENARIO_OF["host-gw"]
     before = look(vm["node2"])
     # node1's address is not on node2's "VM": refused, exit 2, nothing touched.
     r = in_vm(vm["node2"], "up", str(scenario), "--name", name, "--node", "node1", check=False)
