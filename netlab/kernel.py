@@ -92,6 +92,8 @@ def inside(ns: str) -> Iterator[None]:
 
 def enter(ns: str) -> None:
     """Move this thread into `ns` for good (before exec of a user's command)."""
+    if ns == P.HERE:
+        return
     try:
         fd = os.open(netns_path(ns), os.O_RDONLY)
     except FileNotFoundError:

@@ -169,6 +169,16 @@ def local_lab(lab: model.Lab, node: str) -> model.Lab:
     return dataclasses.replace(lab, nodes=nodes)
 
 
+def local_view(lab: model.Lab, node: str) -> model.Lab:
+    """What `show`, `exec` and `status` see of a node on this host: the lab named <lab>@<node>
+    (its state here), that node HERE, only its pods."""
+    # The other nodes are other hosts: no namespace of theirs here ("-").
+    nodes = tuple(n if n.name == node else dataclasses.replace(n, ns="-")
+                  for n in local_lab(lab, node).nodes)
+    return dataclasses.replace(lab, name=state_name(lab.name, node), nodes=nodes,
+                               pods=lab.pods_on(node))
+
+
 def verify_checks(lab: model.Lab, node: str, only=()) -> list:
     """verify on one node's host: every check that starts on this node or one of its pods, to
     pods and nodes everywhere (remote ones by their addresses from the scenario). Servers on

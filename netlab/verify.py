@@ -91,9 +91,10 @@ class Check:
     def reproduce(self) -> str:
         if self.method == "addr":
             return f"ip -n {self.ns} -4 addr show dev eth0"
+        where = f"ip netns exec {self.ns} " if self.ns else ""   # "": this host (up --node)
         if self.method == "ping":
-            return f"ip netns exec {self.ns} ping -c1 -W1 {self.target}"
-        return f"ip netns exec {self.ns} curl -s {self.url}"
+            return f"{where}ping -c1 -W1 {self.target}"
+        return f"{where}curl -s {self.url}"
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,12 @@ def test_one_node_per_vm(vms, backend):
                  if c["rule"] == "pod-pod-cross-node" and c["method"] == "http" and c["ok"]}
         assert cross == {("web", "api"), ("web", "db")}
         assert {c["from"] for c in checks} == {"web", "node1"}
+        # show, status and exec name the node on this host as <lab>@<node>
+        assert "web   1/1    Running  10.244.1.2  node1" in in_vm(vm["node1"], "show",
+                                                                 f"{name}@node1").stdout
+        assert f"{name}@node3" in in_vm(vm["node3"], "status").stdout
+        assert "10.244.1.0/24 dev cni0" in in_vm(vm["node1"], "exec", f"{name}@node1", "node1",
+                                                 "--", "ip", "route").stdout
         # up twice is harmless
         assert "already up" in in_vm(vm["node2"], "up", str(scenario), "--name", name, "--node",
                                      "node2").stdout
