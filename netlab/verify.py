@@ -111,13 +111,13 @@ def pod_end(lab: Lab, pod: Pod) -> Endpoint:
     return Endpoint(pod.name, pod.ns, pod.ip, lab.node(pod.node).ns, (pod.ip,))
 
 
-def node_end(node: Node, towards: Optional[Pod] = None) -> Endpoint:
+def node_end(node: Node, towards: Optional[Pod] = None, vxlan: bool = False) -> Endpoint:
     # A node talks to its own pods from cni0's address and to anything else from eth0's.
     # On vxlan it reaches other nodes' pods from flannel.1's address (vtep/32), as flannel does.
     first = node.gateway if towards is not None and towards.node == node.name else \
-        node.vtep if towards is not None and node.vtep else node.ip
+        node.vtep if towards is not None and vxlan else node.ip
     return Endpoint(node.name, node.ns, node.ip, None, (first,) + tuple(
-        a for a in (node.ip, node.gateway, node.vtep) if a and a != first))
+        a for a in (node.ip, node.gateway) + ((node.vtep,) if vxlan else ()) if a != first))
 
 
 def hops(src: Endpoint, dst: Endpoint) -> tuple[tuple[str, str, str], ...]:
@@ -183,7 +183,8 @@ def rule_pod_pod_cross_node(lab: Lab) -> list[Check]:
 def rule_node_to_pod(lab: Lab) -> list[Check]:
     """Every node reaches every pod directly."""
     return [c for n in lab.nodes for p in lab.pods
-            for c in _reach("node-to-pod", node_end(n, p), pod_end(lab, p), servers_of(p))]
+            for c in _reach("node-to-pod", node_end(n, p, lab.backend == "vxlan"), pod_end(lab, p),
+                            servers_of(p))]
 
 
 def rule_pod_to_node(lab: Lab) -> list[Check]:

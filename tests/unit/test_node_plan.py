@@ -40,3 +40,24 @@ def test_vxlan_node_uses_the_underlay_device():
 
 def test_named_namespaces_still_render_with_n():
     assert plan.BridgeAdd("x-node1", "cni0").ip() == "ip -n x-node1 link add cni0 type bridge"
+
+
+def test_on_vxlan_a_node_reaches_other_nodes_pods_from_flannel_1():
+    from netlab import verify as V
+    lab = _lab("vxlan")
+    checks = [c for c in V.rule_node_to_pod(lab) if c.method == "http" and c.src == "node1"]
+    seen = {c.dst: c.sees[0] for c in checks}
+    assert seen["web"] == "10.244.1.1"       # its own pod: from cni0
+    assert seen["api"] == "10.244.1.0"       # another node's pod: from flannel.1 (vtep /32)
+
+
+def test_verify_on_a_node_host_runs_only_its_own_checks_here():
+    from netlab import nodehost
+    checks = nodehost.verify_checks(_lab(), "node2")
+    assert {c.src for c in checks} == {"node2", "api", "worker"}
+    assert {c.ns for c in checks if c.src == "node2"} == {plan.HERE}
+    assert {c.dst for c in checks if c.rule == "pod-pod-cross-node"} == {"web", "frontend", "db",
+                                                                         "cache"}
+    # servers on other hosts are not waited for here; this host's are
+    assert all(c.server is None for c in checks if c.dst in ("web", "db"))
+    assert any(c.server is not None for c in checks if c.dst == "worker")
