@@ -107,12 +107,20 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
     elif op.ns == plan.HERE:
-        if isinstance(op, (plan.BridgeAdd, plan.VethAdd, plan.VxlanAdd)):
-            state.record(f"link {op.ifname}")
-        elif isinstance(op, plan.RouteAdd):
-            state.record(f"route {op.dst} {op.via} {op.dev}")
-        elif isinstance(op, plan.Sysctl):
+        record = f"link {op.ifname}" if isinstance(
+            op, (plan.BridgeAdd, plan.VethAdd, plan.VxlanAdd)) else \
+            f"route {op.dst} {op.via} {op.dev}" if isinstance(op, plan.RouteAdd) else None
+        if isinstance(op, plan.Sysctl):
             state.record(f"sysctl {op.key} {K.here_sysctl(op.key)}")
+        if record:
+            state.record(record)
+            try:
+                kern.apply(op)   # never batched (HERE has no batch socket): done or failed now
+            except BaseException:
+                # Not made by this request (a route the host already had: EEXIST): not ours.
+                state.record(f"forget {record}")
+                raise
+            return
     kern.apply(op)
 
 
@@ -123,6 +131,13 @@ def _host_records(state: LabState) -> tuple[list[str], list[tuple[str, str, str]
     except OSError:
         lines = []
     for line in lines:
+        if line.startswith("forget "):
+            kind, *words = line.split()[1:]
+            if kind == "link" and words[:1] and words[0] in links:
+                links.remove(words[0])
+            elif kind == "route" and tuple(words) in routes:
+                routes.remove(tuple(words))
+            continue
         kind, *words = line.split()
         if kind == "link" and len(words) == 1:
             links.append(words[0])

@@ -132,3 +132,18 @@ def test_node_ip_missing_is_refused(vms):
     assert r.returncode == 2 and "no device eth7" in r.stderr
     assert look(vm["node2"]) == before
     assert not Path(f"/run/netlab/labs/{name}@node1").exists()
+
+
+def test_failed_node_up_rolls_back(vms):
+    """A route the host already has makes `up --node` fail half-way: what it made is removed,
+    forwarding is back to what it was, and the host's own route is left alone."""
+    name, vm = vms
+    v = vm["node1"]
+    sh("ip", "-n", v, "route", "add", "10.244.3.0/24", "via", "192.168.56.13", "dev", "eth1")
+    before = look(v)
+    r = in_vm(v, "up", str(SCENARIO_OF["host-gw"]), "--name", name, "--node", "node1", check=False)
+    assert r.returncode == 1, r.stderr
+    assert "ip route add 10.244.3.0/24 via 192.168.56.13 dev eth1" in r.stderr
+    assert "everything it made was removed" in r.stderr
+    assert look(v) == before
+    assert not Path(f"/run/netlab/labs/{name}@node1").exists()
