@@ -227,10 +227,15 @@ def status(as_json: bool = JsonOpt) -> None:
 
 
 @app.command(name="plan")
-def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt) -> None:
+def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
+             node: Optional[str] = NodeOpt, underlay: str = UnderlayOpt) -> None:
     """Print the iproute2 commands that `up` performs, as a runnable shell script (no root)."""
     lab = model.load(scenario, name)
-    sys.stdout.write(plan.script(lab, plan.build(lab)))
+    if node is not None and node not in [n.name for n in lab.nodes]:
+        raise NetlabError(f"--node {node}: lab {lab.name} has no node '{node}': use one of "
+                          f"{', '.join(n.name for n in lab.nodes)}")
+    ops = plan.build(lab) if node is None else plan.build_node(lab, node, underlay)
+    sys.stdout.write(plan.script(lab, ops))
 
 
 @app.command(name="exec", context_settings={"allow_extra_args": True,

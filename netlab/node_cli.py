@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -63,12 +65,10 @@ def verify(name: str, as_json: bool, junit: Optional[Path], only) -> None:
         raise NetlabError(f"node {node} of lab {lab_name} is not up here: see `netlab status`")
     lab = model.parse(info["text"], info.get("source", "<scenario>"), lab_name)
     checks = nodehost.verify_checks(lab, node, only)
-    import dataclasses
     report = V.run(dataclasses.replace(nodehost.local_lab(lab, node), name=name), checks)
     if junit is not None:
         junit.write_text(V.render_junit(report))
     if as_json:
-        import json
         sys.stdout.write(json.dumps(V.render_json(report), indent=1) + "\n")
     else:
         sys.stdout.write(V.render_text(report))

@@ -14,7 +14,6 @@ each change of the host: its links, its routes and each sysctl with its old valu
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 from . import kernel as K
 from . import model, plan, workloads
