@@ -23,7 +23,7 @@ from .state import LabState
 
 
 def state_name(lab: str, node: str) -> str:
-    return f"{lab}@{node}"
+    return plan.node_key(lab, node)
 
 
 def check_host(lab: model.Lab, node: str, underlay: str) -> None:

@@ -431,6 +431,11 @@ def spawn_ops(lab: Lab) -> list[Op]:
 
 # ---------------------------------------------------------------- one node on a real host
 
+def node_key(lab: str, node: str) -> str:
+    """The name of one node of a lab on a host: its state directory and its namespaces' mark."""
+    return f"{lab}@{node}"
+
+
 def build_node(lab: Lab, name: str, underlay: str) -> list[Op]:
     """The part of `lab` that node `name` holds, built on this host (`netlab up --node`): cni0,
     forwarding, the routes or the overlay to the other nodes live in the host's own namespace
@@ -439,7 +444,8 @@ def build_node(lab: Lab, name: str, underlay: str) -> list[Op]:
     node = lab.node(name)
     pods = [p for p in lab.pods_on(name) if not p.host_network]
     plen = int(node.pod_cidr.split("/")[1])
-    ops: list[Op] = [NetnsAdd(p.ns, lab.name) for p in pods]
+    # Marked "<lab>@<node>", not "<lab>": a whole-lab `down`/clean of <lab> never takes them.
+    ops: list[Op] = [NetnsAdd(p.ns, node_key(lab.name, name)) for p in pods]
     ops += [Sysctl(HERE, "net.ipv4.ip_forward", "1"), BridgeAdd(HERE, "cni0"),
             AddrAdd(HERE, "cni0", node.gateway, plen), LinkUp(HERE, "cni0")]
     for pod in pods:

@@ -83,6 +83,10 @@ def test_one_node_per_vm(vms, backend):
             r = in_vm(v, "up", str(scenario), "--name", name, "--node", node, "--underlay", "eth1")
             assert f"node {node} of lab {name} is up" in r.stdout
         # The node's part is in the VM's own namespace: cni0, and the way to the other nodes.
+        # Its pods' namespaces bear the node's mark, so nothing that takes down the lab <name>
+        # as a whole (down, clean) takes them.
+        assert f"alias netlab:{name}@node1" in sh("ip", "-n", f"{name}-web", "-d", "link", "show",
+                                                  "lo").stdout
         routes = sh("ip", "-n", vm["node1"], "route").stdout
         assert "10.244.1.0/24 dev cni0" in routes
         if backend == "host-gw":
