@@ -31,6 +31,11 @@ NameOpt = typer.Option(None, "--name", "-n", help="Lab name (default: the scenar
 LabArg = typer.Argument(None, metavar="[LAB]", show_default=False,
                         help="Lab name; may be left out when only one lab is up.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for machines instead of tables.")
+NodeOpt = typer.Option(None, "--node", metavar="NODE",
+                       help="Only this node's part, built in this host's own network namespace "
+                            "(one node per real machine or VM).")
+UnderlayOpt = typer.Option("eth1", "--underlay", metavar="DEV",
+                           help="With --node: the device that has the node's IP.")
 
 
 def need_root(command: str) -> None:
@@ -51,11 +56,14 @@ def _table(*columns: str) -> Table:
 
 @app.command()
 def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
-       as_json: bool = JsonOpt) -> None:
+       as_json: bool = JsonOpt, node: Optional[str] = NodeOpt,
+       underlay: str = UnderlayOpt) -> None:
     """Build a lab in the kernel from a scenario (idempotent: a lab that is up is left as it is)."""
     lab = model.load(scenario, name)
     need_root("up")
     preflight.check(lab)
+    if node is not None:
+        return _up_node(lab, node, underlay, as_json)
     started = time.monotonic()
     result = lifecycle.up(lab)
     took = time.monotonic() - started
@@ -76,9 +84,12 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
 
 
 @app.command()
-def down(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
+def down(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
+         node: Optional[str] = NodeOpt) -> None:
     """Stop a lab's processes and remove everything it made (harmless when it is gone)."""
     need_root("down")
+    if node is not None:
+        return _down_node(lab, node, as_json)
     if lab is None and not state.labs():
         out.print("no lab is up; nothing to do")
         return
@@ -213,11 +224,13 @@ def status(as_json: bool = JsonOpt) -> None:
     for name in state.labs():
         info = state.LabState(name).info()
         try:
-            lab = model.parse(info.get("text", ""), info.get("source", "?"), name)
-            present = sum(os.path.exists(f"/run/netns/{ns}") for ns in lab.namespaces)
+            lab = model.parse(info.get("text", ""), info.get("source", "?"), name) \
+                if "@" not in name else lifecycle.load_up(name)
+            spaces = lab.namespaces if "@" not in name else tuple(p.ns for p in lab.pods)
+            present = sum(os.path.exists(f"/run/netns/{ns}") for ns in spaces)
             rows.append({"lab": name, "source": lab.source, "nodes": len(lab.nodes),
                          "pods": len(lab.pods),
-                         "namespaces": f"{present}/{len(lab.namespaces)}",
+                         "namespaces": f"{present}/{len(spaces)}",
                          "complete": state.LabState(name).journal().complete,
                          "age_s": int(time.time() - info.get("created", time.time()))})
         except NetlabError:
@@ -237,10 +250,15 @@ def status(as_json: bool = JsonOpt) -> None:
 
 
 @app.command(name="plan")
-def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt) -> None:
+def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
+             node: Optional[str] = NodeOpt, underlay: str = UnderlayOpt) -> None:
     """Print the iproute2 commands that `up` performs, as a runnable shell script (no root)."""
     lab = model.load(scenario, name)
-    sys.stdout.write(plan.script(lab, plan.build(lab)))
+    if node is not None and node not in [n.name for n in lab.nodes]:
+        raise NetlabError(f"--node {node}: lab {lab.name} has no node '{node}': use one of "
+                          f"{', '.join(n.name for n in lab.nodes)}")
+    ops = plan.build(lab) if node is None else plan.build_node(lab, node, underlay)
+    sys.stdout.write(plan.script(lab, ops))
 
 
 @app.command(name="exec", context_settings={"allow_extra_args": True,
@@ -344,15 +362,18 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
            only: Optional[List[str]] = typer.Option(None, "--only", metavar="RULE",
                                                     help="Run only this rule (repeatable)."),
            source: Optional[str] = typer.Option(None, "--from", metavar="POD",
-                                                help="Run only the checks from this pod or node.")
-           ) -> None:
+                                                help="Run only the checks from this pod or node."),
+           node: Optional[str] = NodeOpt) -> None:
     """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
     from . import verify as V
     unknown = [r for r in only or [] if r not in V.RULES]
     if unknown:
         raise NetlabError(f"--only: unknown rule '{unknown[0]}': use one of {', '.join(V.RULES)}")
     need_root("verify")
-    name = state.only_lab(lab)
+    name = state.only_lab(f"{lab}@{node}" if lab and node else lab)
+    if "@" in name:   # a node on this host (up --node): its own checks, to pods everywhere
+        from . import node_cli
+        return node_cli.verify(name, as_json, junit, only or ())
     if not state.LabState(name).exists():
         raise NetlabError(f"lab {name} is not up: see `netlab status`")
     the_lab = lifecycle.load_up(name)
@@ -375,6 +396,16 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
         sys.stdout.write(V.render_text(report))
     if report.failed:
         raise typer.Exit(1)
+
+
+def _up_node(lab: model.Lab, node: str, underlay: str, as_json: bool) -> None:
+    from . import node_cli
+    node_cli.up(lab, node, underlay, as_json)
+
+
+def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
+    from . import node_cli
+    node_cli.down(lab, node, as_json)
 
 
 # ---------------------------------------------------------------- entry point

@@ -70,7 +70,11 @@ def inside(ns: str) -> Iterator[None]:
     """Run the block with this thread in namespace `ns`; sockets and children made there stay there.
 
     setns() moves only the calling thread, so threads may enter different namespaces at once.
+    ns "" (plan.HERE) is the namespace netlab runs in: the block runs where it is.
     """
+    if ns == P.HERE:
+        yield
+        return
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(netns_path(ns), os.O_RDONLY)
@@ -90,6 +94,8 @@ def inside(ns: str) -> Iterator[None]:
 
 def enter(ns: str) -> None:
     """Move this thread into `ns` for good (before exec of a user's command)."""
+    if ns == P.HERE:
+        return
     try:
         fd = os.open(netns_path(ns), os.O_RDONLY)
     except FileNotFoundError:
@@ -249,6 +255,7 @@ class Kernel:
         self.flush()  # whoever talks to the kernel through pyroute2 sees every queued request done
         sock = self._socks.get(ns)
         if sock is None:
+            # HERE has no batch socket, so its operations always take this (unbatched) path.
             with inside(ns):
                 sock = self._socks[ns] = IPRoute()
         return sock
@@ -628,3 +635,50 @@ def is_unmounted_file(ns: str) -> bool:
         return os.stat(netns_path(ns)).st_dev == os.stat(NETNS_DIR).st_dev
     except OSError:
         return False
+# ---------------------------------------------------------------- a node on a real host (--node)
+
+def here_link_addresses(ifname: str) -> Optional[list[str]]:
+    """The IPv4 addresses (without prefix) of a link in the namespace netlab runs in; None when
+    there is no such link."""
+    with IPRoute() as sock:
+        found = sock.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        return [a.get_attr("IFA_ADDRESS") for a in sock.get_addr(family=2, index=found[0])]
+
+
+def here_link_exists(ifname: str) -> bool:
+    with IPRoute() as sock:
+        return bool(sock.link_lookup(ifname=ifname))
+
+
+def here_delete_link(ifname: str) -> None:
+    """Delete a link of this namespace if it is there (a veth takes its peer with it)."""
+    with IPRoute() as sock:
+        found = sock.link_lookup(ifname=ifname)
+        if found:
+            sock.link("del", index=found[0])
+
+
+def here_delete_route(dst: str, via: str, dev: str) -> None:
+    """Delete one route of this namespace if it is there (exactly this dst, gateway and device)."""
+    with IPRoute() as sock:
+        found = sock.link_lookup(ifname=dev)
+        if not found:
+            return
+        try:
+            sock.route("del", dst=dst, gateway=via, oif=found[0])
+        except NetlinkError as e:
+            if e.code != 3:   # ESRCH: already gone
+                raise
+
+
+def here_sysctl(key: str, value: Optional[str] = None) -> str:
+    """Read (and with `value`, then write) a sysctl of this namespace; returns the old value."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    with open(path) as f:
+        old = f.read().strip()
+    if value is not None:
+        with open(path, "w") as f:
+            f.write(value)
+    return old

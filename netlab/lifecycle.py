@@ -155,6 +155,11 @@ def load_up(name: str) -> model.Lab:
     info = state.info()
     if not info:
         raise KernelError(f"lab {name} is not up: see `netlab status`")
+    if "@" in name:   # one node of a lab, on this host (up --node): see nodehost
+        from . import nodehost
+        lab_name, node = name.rsplit("@", 1)
+        lab = model.parse(info["text"], info.get("source", "<scenario>"), lab_name)
+        return nodehost.local_view(lab, node)
     return model.parse(info["text"], info.get("source", "<scenario>"), name)
 
 

@@ -23,6 +23,17 @@ def _q(*words: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+HERE = ""  # an op's ns: the namespace netlab runs in (a real host, `up --node`), not a named one
+
+
+def _n(ns: str) -> str:
+    return f"-n {_q(ns)} " if ns != HERE else ""
+
+
+def _x(ns: str) -> str:
+    return f"ip netns exec {_q(ns)} " if ns != HERE else ""
+
+
 @dataclass(frozen=True)
 class NetnsAdd:
     """Create a named network namespace, bring its `lo` up and mark it as the lab's."""
@@ -31,7 +42,7 @@ class NetnsAdd:
 
     def ip(self) -> str:
         return (f"ip netns add {_q(self.ns)}\n"
-                f"ip -n {_q(self.ns)} link set lo up alias {_q(MARK + self.lab)}")
+                f"ip {_n(self.ns)}link set lo up alias {_q(MARK + self.lab)}")
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ class BridgeAdd:
     ifname: str
 
     def ip(self) -> str:
-        return f"ip -n {_q(self.ns)} link add {_q(self.ifname)} type bridge"
+        return f"ip {_n(self.ns)}link add {_q(self.ifname)} type bridge"
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class VethAdd:
     peer: str
 
     def ip(self) -> str:
-        return (f"ip -n {_q(self.ns)} link add {_q(self.ifname)} type veth "
+        return (f"ip {_n(self.ns)}link add {_q(self.ifname)} type veth "
                 f"peer name {_q(self.peer)} netns {_q(self.peer_ns)}")
 
 
@@ -64,7 +75,7 @@ class LinkUp:
 
     def ip(self) -> str:
         master = f" master {_q(self.master)}" if self.master else ""
-        return f"ip -n {_q(self.ns)} link set {_q(self.ifname)}{master} up"
+        return f"ip {_n(self.ns)}link set {_q(self.ifname)}{master} up"
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ class AddrAdd:
     prefixlen: int
 
     def ip(self) -> str:
-        return f"ip -n {_q(self.ns)} addr add {self.address}/{self.prefixlen} dev {_q(self.ifname)}"
+        return f"ip {_n(self.ns)}addr add {self.address}/{self.prefixlen} dev {_q(self.ifname)}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +97,7 @@ class RouteAdd:
     dev: str
 
     def ip(self) -> str:
-        return f"ip -n {_q(self.ns)} route add {self.dst} via {self.via} dev {_q(self.dev)}"
+        return f"ip {_n(self.ns)}route add {self.dst} via {self.via} dev {_q(self.dev)}"
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ class Sysctl:
     value: str
 
     def ip(self) -> str:
-        return f"ip netns exec {_q(self.ns)} sysctl -qw {self.key}={self.value}"
+        return f"{_x(self.ns)}sysctl -qw {self.key}={self.value}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,7 @@ class Spawn:
     argv: tuple[str, ...]
 
     def ip(self) -> str:
-        return f"ip netns exec {_q(self.ns)} setsid -f {_q(*self.argv)} </dev/null >/dev/null 2>&1"
+        return f"{_x(self.ns)}setsid -f {_q(*self.argv)} </dev/null >/dev/null 2>&1"
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ class NftApply:
     ruleset: str
 
     def ip(self) -> str:
-        return f"ip netns exec {_q(self.ns)} nft -f - <<'EOF'\n{self.ruleset.rstrip()}\nEOF"
+        return f"{_x(self.ns)}nft -f - <<'EOF'\n{self.ruleset.rstrip()}\nEOF"
 
 
 
@@ -131,7 +142,7 @@ class LinkMtu:
     mtu: int
 
     def ip(self) -> str:
-        return f"ip -n {_q(self.ns)} link set dev {_q(self.ifname)} mtu {self.mtu}"
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} mtu {self.mtu}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,7 @@ class VxlanAdd:
     mtu: int
 
     def ip(self) -> str:
-        return (f"ip -n {_q(self.ns)} link add {_q(self.ifname)} address {self.mac} mtu {self.mtu} "
+        return (f"ip {_n(self.ns)}link add {_q(self.ifname)} address {self.mac} mtu {self.mtu} "
                 f"type vxlan id {self.vni} local {self.local} dev {_q(self.dev)} "
                 f"dstport {self.port} nolearning")
 
@@ -161,7 +172,7 @@ class NeighAdd:
     mac: str
 
     def ip(self) -> str:
-        return (f"ip -n {_q(self.ns)} neigh add {self.address} lladdr {self.mac} "
+        return (f"ip {_n(self.ns)}neigh add {self.address} lladdr {self.mac} "
                 f"dev {_q(self.dev)} nud permanent")
 
 
@@ -174,7 +185,7 @@ class FdbAppend:
     dst: str
 
     def ip(self) -> str:
-        return (f"bridge -n {_q(self.ns)} fdb append {self.mac} dev {_q(self.dev)} dst {self.dst} "
+        return (f"bridge {_n(self.ns)}fdb append {self.mac} dev {_q(self.dev)} dst {self.dst} "
                 f"self permanent")
 
 
@@ -187,7 +198,7 @@ class OnlinkRouteAdd:
     dev: str
 
     def ip(self) -> str:
-        return f"ip -n {_q(self.ns)} route add {self.dst} via {self.via} dev {_q(self.dev)} onlink"
+        return f"ip {_n(self.ns)}route add {self.dst} via {self.via} dev {_q(self.dev)} onlink"
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
@@ -415,4 +426,50 @@ def spawn_ops(lab: Lab) -> list[Op]:
                                                 "--name", "outside"), port=lab.outside.port,
                            image=NETEXEC)
         ops.append(Spawn(lab.outside.ns, "outside", "server", argv_of(server)))
+    return ops
+
+
+# ---------------------------------------------------------------- one node on a real host
+
+def node_key(lab: str, node: str) -> str:
+    """The name of one node of a lab on a host: its state directory and its namespaces' mark."""
+    return f"{lab}@{node}"
+
+
+def build_node(lab: Lab, name: str, underlay: str) -> list[Op]:
+    """The part of `lab` that node `name` holds, built on this host (`netlab up --node`): cni0,
+    forwarding, the routes or the overlay to the other nodes live in the host's own namespace
+    (HERE), reached over its `underlay` device; the node's pods get their own namespaces as usual.
+    Between underlay segments the real network routes (no router namespace here)."""
+    node = lab.node(name)
+    pods = [p for p in lab.pods_on(name) if not p.host_network]
+    plen = int(node.pod_cidr.split("/")[1])
+    # Marked "<lab>@<node>", not "<lab>": a whole-lab `down`/clean of <lab> never takes them.
+    ops: list[Op] = [NetnsAdd(p.ns, node_key(lab.name, name)) for p in pods]
+    ops += [Sysctl(HERE, "net.ipv4.ip_forward", "1"), BridgeAdd(HERE, "cni0"),
+            AddrAdd(HERE, "cni0", node.gateway, plen), LinkUp(HERE, "cni0")]
+    for pod in pods:
+        ops += [VethAdd(HERE, pod.host_veth, pod.ns, "eth0"),
+                LinkUp(HERE, pod.host_veth, master="cni0"),
+                AddrAdd(pod.ns, "eth0", pod.ip, plen), LinkUp(pod.ns, "eth0"),
+                RouteAdd(pod.ns, "default", node.gateway, "eth0")]
+        if pod.mtu < UNDERLAY_MTU:
+            ops += [LinkMtu(HERE, pod.host_veth, pod.mtu), LinkMtu(pod.ns, "eth0", pod.mtu)]
+    if lab.mtu < UNDERLAY_MTU:
+        ops.append(LinkMtu(HERE, "cni0", lab.mtu))
+    others = [o for o in lab.nodes if o is not node]
+    if lab.backend == "host-gw":
+        ops += [RouteAdd(HERE, o.pod_cidr, o.ip, underlay) for o in others]
+    else:
+        ops += [VxlanAdd(HERE, VXLAN_DEV, VXLAN_VNI, node.ip, underlay, VXLAN_PORT, node.vtep_mac,
+                         lab.mtu), AddrAdd(HERE, VXLAN_DEV, node.vtep, 32), LinkUp(HERE, VXLAN_DEV)]
+        for o in others:
+            ops += [NeighAdd(HERE, VXLAN_DEV, o.vtep, o.vtep_mac),
+                    FdbAppend(HERE, VXLAN_DEV, o.vtep_mac, o.ip),
+                    OnlinkRouteAdd(HERE, o.pod_cidr, o.vtep, VXLAN_DEV)]
+    for pod in lab.pods_on(name):
+        ops += [Spawn(pod.ns if not pod.host_network else HERE, pod.name, c.name, argv_of(c))
+                for c in pod.containers]
+    ops += [Spawn(HERE, op.owner, op.name, op.argv) for op in node_servers(lab)
+            if op.owner == name]
     return ops

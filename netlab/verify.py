@@ -102,18 +102,19 @@ class Check:
     def reproduce(self) -> str:
         if self.method == "addr":
             return f"ip -n {self.ns} -4 addr show dev eth0"
+        where = f"ip netns exec {self.ns} " if self.ns else ""   # "": this host (up --node)
         if self.method == "addrs":
-            return f"ip -n {self.ns} -4 -brief addr show"
+            return f"ip -n {self.ns} -4 -brief addr show" if self.ns else "ip -4 -brief addr show"
         if self.method == "ping":
-            return f"ip netns exec {self.ns} ping -c1 -W1 {self.target}"
+            return f"{where}ping -c1 -W1 {self.target}"
         if self.method == "mtu":
             # The payload from the MTU eth0 really has, as the probe does (ip netns exec
             # remounts /sys, so /sys/class/net is the namespace's own).
-            return (f"ip netns exec {self.ns} sh -c 'ping -M do -c1 -W1 -s "
+            return (f"{where}sh -c 'ping -M do -c1 -W1 -s "
                     f"$(($(cat /sys/class/net/eth0/mtu) - 28)) {self.target}'")
         if self.method == "udp":
-            return f"echo {self.path} | ip netns exec {self.ns} socat -t1 - UDP:{self.target}:{self.port}"
-        return f"ip netns exec {self.ns} curl -s {self.url}"
+            return f"echo {self.path} | {where}socat -t1 - UDP:{self.target}:{self.port}"
+        return f"{where}curl -s {self.url}"
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,8 @@ class Report:
 
 
 def _launch(ns: str) -> list[str]:
+    if ns == "":   # plan.HERE: a node on a real host probes from where netlab runs
+        return []
     return ["nsenter", f"--net={K.netns_path(ns)}", "--"]
 
 
