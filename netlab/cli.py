@@ -258,7 +258,7 @@ def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameO
         raise NetlabError(f"--node {node}: lab {lab.name} has no node '{node}': use one of "
                           f"{', '.join(n.name for n in lab.nodes)}")
     ops = plan.build(lab) if node is None else plan.build_node(lab, node, underlay)
-    sys.stdout.write(plan.script(lab, ops))
+    sys.stdout.write(plan.script(lab, ops, node))
 
 
 @app.command(name="exec", context_settings={"allow_extra_args": True,

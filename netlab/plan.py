@@ -325,15 +325,18 @@ def _vxlan(lab: Lab) -> list[Op]:
     return ops
 
 
-def script(lab: Lab, ops: list[Op]) -> str:
-    """The plan as a shell script that builds the same lab with iproute2."""
-    head = [
-        "#!/bin/sh",
-        f"# netlab plan for lab '{lab.name}' from {lab.source}: {len(ops)} operations.",
-        "# Run as root. Its namespaces carry netlab's mark, so `netlab down "
-        f"{lab.name}` removes this lab too.",
-        "set -e",
-    ]
+def script(lab: Lab, ops: list[Op], node: Optional[str] = None) -> str:
+    """The plan as a shell script that builds the same lab (or, with `node`, that node's part on
+    this host) with iproute2."""
+    if node is None:
+        undo = (f"# Run as root. Its namespaces carry netlab's mark, so `netlab down {lab.name}` "
+                f"removes this lab too.")
+    else:
+        undo = ("# Run as root on the node's host. It changes this host's own network stack, "
+                "and netlab keeps no record of it: undo it by hand.")
+    head = ["#!/bin/sh",
+            f"# netlab plan for lab '{lab.name}'{f' (node {node})' if node else ''} from "
+            f"{lab.source}: {len(ops)} operations.", undo, "set -e"]
     return "\n".join(head + [op.ip() for op in ops]) + "\n"
 
 
