@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from . import lifecycle, model, plan, preflight, state
-from .errors import EXIT_USAGE, NetlabError
+from .errors import NetlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real Linux network labs from a scenario file, proven with real packets.")
@@ -412,22 +411,18 @@ def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    # Typer reports its own usage errors (exit 2) and exits; recent Typer vendors click, so netlab
+    # catches only what is its own and the SystemExit Typer ends with.
     try:
-        # Without standalone mode click returns (not raises) a command's typer.Exit code.
-        code = app(args=argv, prog_name="netlab", standalone_mode=False)
-        if isinstance(code, int) and code:
-            return code
+        app(args=argv, prog_name="netlab", standalone_mode=True)
     except NetlabError as e:
         print(f"netlab: error: {e.message}", file=sys.stderr)
         return e.code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return EXIT_USAGE
-    except click.exceptions.Abort:
-        print("netlab: aborted", file=sys.stderr)
-        return 130
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
     return 0
 
 
