@@ -56,26 +56,32 @@ def up(lab: model.Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResu
             raise K.NetnsExists(taken[0])
         ops = plan.build(lab)
         state.begin(lab.source, lab.text)
-        try:
-            with make_kernel() as kern:
-                for step, op in enumerate(ops, 1):
-                    try:
-                        _apply(kern, state, op)
-                        if step == len(ops):
-                            _flush(kern)
-                    except KernelError as e:
-                        step = _step_of(ops, e, step)
-                        raise KernelError(f"up of lab {lab.name} failed at step {step} of "
-                                          f"{len(ops)}: {e.message}; everything it made was "
-                                          f"removed") from None
-            state.record("complete")
-        except BaseException:
-            _teardown(state)
-            raise
-        finally:
-            state.close()
+        transaction(state, ops, f"lab {lab.name}", _apply, _teardown, make_kernel)
         result.operations = len(ops)
         return result
+
+
+def transaction(state: LabState, ops: list, what: str, apply: Callable, teardown: Callable,
+                make_kernel: Callable[[], K.Kernel] = K.Kernel) -> None:
+    """Apply `ops` in order with `apply(kern, state, op)`; on any failure (or Ctrl-C) undo all with
+    `teardown(state)` and raise an error naming the step; on success record the lab complete."""
+    try:
+        with make_kernel() as kern:
+            for step, op in enumerate(ops, 1):
+                try:
+                    apply(kern, state, op)
+                    if step == len(ops):
+                        _flush(kern)
+                except KernelError as e:
+                    step = _step_of(ops, e, step)
+                    raise KernelError(f"up of {what} failed at step {step} of {len(ops)}: "
+                                      f"{e.message}; everything it made was removed") from None
+        state.record("complete")
+    except BaseException:
+        teardown(state)
+        raise
+    finally:
+        state.close()
 
 
 def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:

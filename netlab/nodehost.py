@@ -18,7 +18,7 @@ import dataclasses
 from . import kernel as K
 from . import model, plan, workloads
 from .errors import KernelError, NetlabError
-from .lifecycle import DownResult, UpResult, _flush, _step_of
+from .lifecycle import DownResult, UpResult, _flush, transaction
 from .state import LabState
 
 
@@ -75,23 +75,7 @@ def up(lab: model.Lab, node: str, underlay: str) -> UpResult:
         if busy:
             raise K.NetnsExists(busy[0])
         state.begin(lab.source, lab.text)
-        try:
-            with K.Kernel() as kern:
-                for step, op in enumerate(ops, 1):
-                    try:
-                        _apply(kern, state, op)
-                    except KernelError as e:
-                        step = _step_of(ops, e, step)
-                        raise KernelError(f"up of node {node} of lab {lab.name} failed at step "
-                                          f"{step} of {len(ops)}: {e.message}; everything it made "
-                                          f"was removed") from None
-                _flush(kern)
-            state.record("complete")
-        except BaseException:
-            _teardown(state)
-            raise
-        finally:
-            state.close()
+        transaction(state, ops, f"node {node} of lab {lab.name}", _apply, _teardown)
         result.operations = len(ops)
         return result
 
