@@ -265,22 +265,11 @@ def _check_underlay(value: Any) -> Any:
                      "router like [192.168.1.0/24, 192.168.2.0/24]")
 
 
-class DockerSpec(_Spec):
+class DockerSpec(ContainerSpec):
     """A container run straight on a node, like `docker run --network=MODE -p H:C`."""
-    name: str
     node: str
     network: Literal["none", "bridge", "host"] = "bridge"
     ports: list[Union[str, int]] = []
-    image: Optional[Literal["netexec"]] = None
-    command: Optional[list[str]] = None
-    port: Optional[int] = Field(default=None, ge=1, le=65535)
-
-    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, v):
-        return ContainerSpec._command(v)
 
 
 class OutsideSpec(_Spec):
