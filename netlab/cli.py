@@ -372,7 +372,7 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
     name = state.only_lab(f"{lab}@{node}" if lab and node else lab)
     if "@" in name:   # a node on this host (up --node): its own checks, to pods everywhere
         from . import node_cli
-        return node_cli.verify(name, as_json, junit, only or ())
+        return _emit_report(node_cli.verify(name, only or ()), as_json, junit)
     if not state.LabState(name).exists():
         raise NetlabError(f"lab {name} is not up: see `netlab status`")
     the_lab = lifecycle.load_up(name)
@@ -383,6 +383,12 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
                           f"{', '.join(names)}")
     report = V.run(the_lab, V.derive(the_lab, only or (), source))
     V.save(report)
+    _emit_report(report, as_json, junit)
+
+
+def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:
+    """Print a verify report (table or JSON), write its JUnit file, exit 1 if a check failed."""
+    from . import verify as V
     if junit is not None:
         try:
             junit.write_text(V.render_junit(report))

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Optional
-
-import typer
 
 from . import model, nodehost, state
 from .cli import out
@@ -57,7 +52,8 @@ def down(lab: Optional[str], node: str, as_json: bool) -> None:
                   f"namespaces and what it added to this host, stopped {result.processes} processes")
 
 
-def verify(name: str, as_json: bool, junit: Optional[Path], only) -> None:
+def verify(name: str, only):
+    """The report of verify on this host's node: its own checks, to pods on every node."""
     from . import verify as V
     lab_name, node = name.rsplit("@", 1)
     info = state.LabState(name).info()
@@ -65,12 +61,4 @@ def verify(name: str, as_json: bool, junit: Optional[Path], only) -> None:
         raise NetlabError(f"node {node} of lab {lab_name} is not up here: see `netlab status`")
     lab = model.parse(info["text"], info.get("source", "<scenario>"), lab_name)
     checks = nodehost.verify_checks(lab, node, only)
-    report = V.run(dataclasses.replace(nodehost.local_lab(lab, node), name=name), checks)
-    if junit is not None:
-        junit.write_text(V.render_junit(report))
-    if as_json:
-        sys.stdout.write(json.dumps(V.render_json(report), indent=1) + "\n")
-    else:
-        sys.stdout.write(V.render_text(report))
-    if report.failed:
-        raise typer.Exit(1)
+    return V.run(dataclasses.replace(nodehost.local_lab(lab, node), name=name), checks)
