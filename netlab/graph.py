@@ -297,6 +297,17 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _tree(g: Graph) -> tuple[dict, dict]:
+    """Clusters by parent, and shapes by cluster: the nesting both renderers walk."""
+    children: dict[Optional[str], list[Cluster]] = {}
+    for c in g.clusters:
+        children.setdefault(c.parent, []).append(c)
+    members: dict[str, list[GNode]] = {}
+    for n in g.nodes:
+        members.setdefault(n.cluster, []).append(n)
+    return children, members
+
+
 def to_dot(g: Graph) -> str:
     """Graphviz DOT text: clusters nested as drawn, one statement per line."""
     lines = ["graph lab {", f"  label={_q(g.title + (chr(10) + g.note if g.note else ''))};",
@@ -304,12 +315,7 @@ def to_dot(g: Graph) -> str:
              '  node [fontname=Helvetica, fontsize=10, shape=box, style="rounded,filled", '
              'fillcolor=white];',
              "  edge [fontname=Helvetica, fontsize=9];"]
-    children: dict[Optional[str], list[Cluster]] = {}
-    for c in g.clusters:
-        children.setdefault(c.parent, []).append(c)
-    members: dict[str, list[GNode]] = {}
-    for n in g.nodes:
-        members.setdefault(n.cluster, []).append(n)
+    children, members = _tree(g)
 
     def emit(c: Cluster, depth: int) -> None:
         pad = "  " * depth
@@ -359,12 +365,7 @@ def _mtext(text: str) -> str:
 def to_mermaid(g: Graph) -> str:
     """Mermaid flowchart text (GitHub renders it in Markdown): subgraphs for namespaces."""
     lines = ["flowchart TB"]
-    children: dict[Optional[str], list[Cluster]] = {}
-    for c in g.clusters:
-        children.setdefault(c.parent, []).append(c)
-    members: dict[str, list[GNode]] = {}
-    for n in g.nodes:
-        members.setdefault(n.cluster, []).append(n)
+    children, members = _tree(g)
 
     def emit(c: Cluster, depth: int) -> None:
         pad = "  " * depth
