@@ -267,10 +267,10 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
     """Run a command inside a pod's (or node's) namespace, like `kubectl exec`; exits with its code."""
     need_root("exec")
     labs = state.labs()
-    # `exec LAB POD ...` when the first word is a lab, unless it is also a pod of the only lab.
+    # `exec LAB POD ...` when the first word is a lab, unless that lab has a pod named like it
+    # and the second word is none of its pods (`exec POD CMD...` in a lab of the same name).
     if len(args) >= 2 and args[0] in labs and (
-            _target_ns(args[0], args[1]) or _target_ns(state.only_lab(None) if len(labs) == 1
-                                                       else args[0], args[0]) is None):
+            _target_ns(args[0], args[1]) or _target_ns(args[0], args[0]) is None):
         name, target, command = args[0], args[1], args[2:]
     else:
         name, target, command = state.only_lab(None), args[0], args[1:]
