@@ -270,8 +270,7 @@ class Kernel:
         key = (ns, ifname)
         idx = self._index.get(key)
         if idx is None:
-            self.flush()
-            # One RTM_GETLINK by name; link_lookup would dump every link of the namespace.
+            # One RTM_GETLINK by name (sock() first sends whatever is queued); link_lookup would dump every link of the namespace.
             idx = self._index[key] = self.sock(ns).link("get", ifname=ifname)[0]["index"]
         return idx
 
@@ -354,6 +353,7 @@ class Kernel:
         if r.returncode != 0:
             what = " ".join(r.stderr.split())[:300]
             raise KernelError(f"`ip netns exec {op.ns} nft -f -` failed: {what}")
+
     def _link_mtu(self, op: P.LinkMtu) -> None:
         self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), mtu=op.mtu)
 
@@ -395,17 +395,6 @@ class Kernel:
     }
 
     # ------------------------------------------------------------ observation
-
-    def routes(self, ns: str) -> list[dict]:
-        """The main table's IPv4 routes of a namespace as {dst, via, dev}."""
-        sock = self.sock(ns)
-        names = {link["index"]: link.get("ifname") for link in sock.get_links()}
-        out = []
-        for r in sock.get_routes(family=2, table=254):
-            dst = r.get("dst")
-            out.append({"dst": f"{dst}/{r['dst_len']}" if dst else "default",
-                        "via": r.get("gateway"), "dev": names.get(r.get("oif"))})
-        return out
 
     def ipv4_addresses(self, ns: str, ifname: Optional[str]) -> list[str]:
         """The IPv4 addresses (address/prefixlen) on one interface of a namespace (None: all)."""
@@ -635,6 +624,8 @@ def is_unmounted_file(ns: str) -> bool:
         return os.stat(netns_path(ns)).st_dev == os.stat(NETNS_DIR).st_dev
     except OSError:
         return False
+
+
 # ---------------------------------------------------------------- a node on a real host (--node)
 
 def here_link_addresses(ifname: str) -> Optional[list[str]]:

@@ -8,7 +8,7 @@ removes the namespaces: the journal's, plus those that bear the lab's mark (afte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 from . import kernel as K
 from . import model, plan, workloads
@@ -176,21 +176,19 @@ class PodStatus:
     present: bool         # the namespace exists
 
 
-def pod_status(lab: model.Lab) -> list[PodStatus]:
-    journal = LabState(lab.name).journal()
+def _running(lab: model.Lab) -> dict[str, int]:
+    """How many of each owner's (pod's or container's) recorded processes are alive."""
     alive: dict[str, int] = {}
-    for pid, what in journal.pids.items():
+    for pid, what in LabState(lab.name).journal().pids.items():
         if workloads.alive(pid):
             owner = what.split("/", 1)[0]
             alive[owner] = alive.get(owner, 0) + 1
+    return alive
+
+
+def pod_status(lab: model.Lab) -> list[PodStatus]:
+    alive = _running(lab)
     return [PodStatus(p, alive.get(p.name, 0), K.netns_exists(p.ns)) for p in lab.pods]
-
-
-def exists_any(lab: model.Lab) -> Optional[str]:
-    for ns in lab.namespaces:
-        if K.netns_exists(ns):
-            return ns
-    return None
 
 
 @dataclass
@@ -202,6 +200,5 @@ class ContainerStatus:
 
 def container_status(lab: model.Lab) -> list[ContainerStatus]:
     """The docker containers of a lab that is up, each with whether its process runs."""
-    journal = LabState(lab.name).journal()
-    alive = {what.split("/", 1)[0] for pid, what in journal.pids.items() if workloads.alive(pid)}
+    alive = _running(lab)
     return [ContainerStatus(c, c.name in alive, K.netns_exists(c.ns)) for c in lab.containers]
