@@ -234,22 +234,14 @@ def build(lab: Lab) -> list[Op]:
             LinkUp(node.ns, "cni0"),
         ]
     for pod in lab.pods:
-        if pod.host_network:
-            continue  # hostNetwork: the pod's processes run in the node's namespace
-        node = lab.node(pod.node)
-        ops += [
-            VethAdd(node.ns, pod.host_veth, pod.ns, "eth0"),
-            LinkUp(node.ns, pod.host_veth, master="cni0"),
-            AddrAdd(pod.ns, "eth0", pod.ip, int(node.pod_cidr.split("/")[1])),
-            LinkUp(pod.ns, "eth0"),
-            RouteAdd(pod.ns, "default", node.gateway, "eth0"),
-        ]
+        if not pod.host_network:  # hostNetwork: the pod's processes run in the node's namespace
+            ops += _pod_link(pod, lab.node(pod.node), lab.node(pod.node).ns)
     ops += docker_ops(lab)
     ops += _router(lab) + _pod_mtu(lab)
     ops += _routes(lab) if lab.backend == "host-gw" else _vxlan(lab)
     ops += outside_ops(lab)
     for pod in lab.pods:
-        ops += [Spawn(pod.ns, pod.name, c.name, argv_of(c)) for c in pod.containers]
+        ops += _pod_spawns(pod, pod.ns)
     ops += spawn_ops(lab)
     ops += node_servers(lab)
     return ops
@@ -261,6 +253,28 @@ def node_servers(lab: Lab) -> list[Op]:
     return [Spawn(node.ns, node.name, NETEXEC, argv_of(Container(
         name=NETEXEC, argv=netexec_argv(node.name, NODE_PORT), port=NODE_PORT, image=NETEXEC)))
         for node in lab.nodes]
+
+
+def _pod_link(pod, node: Node, node_ns: str) -> list[Op]:
+    """A pod's veth: eth0 in the pod, its peer on the node's cni0, address and default route."""
+    return [
+        VethAdd(node_ns, pod.host_veth, pod.ns, "eth0"),
+        LinkUp(node_ns, pod.host_veth, master="cni0"),
+        AddrAdd(pod.ns, "eth0", pod.ip, int(node.pod_cidr.split("/")[1])),
+        LinkUp(pod.ns, "eth0"),
+        RouteAdd(pod.ns, "default", node.gateway, "eth0"),
+    ]
+
+
+def _pod_veth_mtu(pod, node_ns: str) -> list[Op]:
+    """Both ends of a pod's veth at the pod's MTU, when it is below the underlay's (vxlan)."""
+    if pod.mtu >= UNDERLAY_MTU:
+        return []
+    return [LinkMtu(node_ns, pod.host_veth, pod.mtu), LinkMtu(pod.ns, "eth0", pod.mtu)]
+
+
+def _pod_spawns(pod, ns: str) -> list[Op]:
+    return [Spawn(ns, pod.name, c.name, argv_of(c)) for c in pod.containers]
 
 
 def _routes(lab: Lab) -> list[Op]:
@@ -297,9 +311,8 @@ def _pod_mtu(lab: Lab) -> list[Op]:
         if lab.mtu < UNDERLAY_MTU:
             ops.append(LinkMtu(node.ns, "cni0", lab.mtu))
     for pod in lab.pods:
-        if pod.mtu < UNDERLAY_MTU and not pod.host_network:
-            ops += [LinkMtu(lab.node(pod.node).ns, pod.host_veth, pod.mtu),
-                    LinkMtu(pod.ns, "eth0", pod.mtu)]
+        if not pod.host_network:
+            ops += _pod_veth_mtu(pod, lab.node(pod.node).ns)
     return ops
 
 
@@ -307,21 +320,23 @@ def _vxlan(lab: Lab) -> list[Op]:
     """flannel's vxlan backend, statically: on each node a flannel.1 with address <podCIDR>.0/32,
     and for every other node a route via its VTEP address `onlink`, a permanent neighbour entry
     for that address (its VTEP MAC), and an fdb entry sending that MAC to the node's IP."""
-    ops: list[Op] = []
-    for node in lab.nodes:
-        ops += [
-            VxlanAdd(node.ns, VXLAN_DEV, VXLAN_VNI, node.ip, "eth0", VXLAN_PORT, node.vtep_mac,
-                     lab.mtu),
-            AddrAdd(node.ns, VXLAN_DEV, node.vtep, 32),
-            LinkUp(node.ns, VXLAN_DEV),
-        ]
-        for other in lab.nodes:
-            if other is not node:
-                ops += [
-                    NeighAdd(node.ns, VXLAN_DEV, other.vtep, other.vtep_mac),
-                    FdbAppend(node.ns, VXLAN_DEV, other.vtep_mac, other.ip),
-                    OnlinkRouteAdd(node.ns, other.pod_cidr, other.vtep, VXLAN_DEV),
-                ]
+    return [op for node in lab.nodes for op in _vxlan_node(lab, node, node.ns, "eth0")]
+
+
+def _vxlan_node(lab: Lab, node: Node, ns: str, dev: str) -> list[Op]:
+    """One node's flannel.1 on its underlay device `dev`, and its entries for every other node."""
+    ops: list[Op] = [
+        VxlanAdd(ns, VXLAN_DEV, VXLAN_VNI, node.ip, dev, VXLAN_PORT, node.vtep_mac, lab.mtu),
+        AddrAdd(ns, VXLAN_DEV, node.vtep, 32),
+        LinkUp(ns, VXLAN_DEV),
+    ]
+    for other in lab.nodes:
+        if other is not node:
+            ops += [
+                NeighAdd(ns, VXLAN_DEV, other.vtep, other.vtep_mac),
+                FdbAppend(ns, VXLAN_DEV, other.vtep_mac, other.ip),
+                OnlinkRouteAdd(ns, other.pod_cidr, other.vtep, VXLAN_DEV),
+            ]
     return ops
 
 
@@ -452,27 +467,16 @@ def build_node(lab: Lab, name: str, underlay: str) -> list[Op]:
     ops += [Sysctl(HERE, "net.ipv4.ip_forward", "1"), BridgeAdd(HERE, "cni0"),
             AddrAdd(HERE, "cni0", node.gateway, plen), LinkUp(HERE, "cni0")]
     for pod in pods:
-        ops += [VethAdd(HERE, pod.host_veth, pod.ns, "eth0"),
-                LinkUp(HERE, pod.host_veth, master="cni0"),
-                AddrAdd(pod.ns, "eth0", pod.ip, plen), LinkUp(pod.ns, "eth0"),
-                RouteAdd(pod.ns, "default", node.gateway, "eth0")]
-        if pod.mtu < UNDERLAY_MTU:
-            ops += [LinkMtu(HERE, pod.host_veth, pod.mtu), LinkMtu(pod.ns, "eth0", pod.mtu)]
+        ops += _pod_link(pod, node, HERE) + _pod_veth_mtu(pod, HERE)
     if lab.mtu < UNDERLAY_MTU:
         ops.append(LinkMtu(HERE, "cni0", lab.mtu))
     others = [o for o in lab.nodes if o is not node]
     if lab.backend == "host-gw":
         ops += [RouteAdd(HERE, o.pod_cidr, o.ip, underlay) for o in others]
     else:
-        ops += [VxlanAdd(HERE, VXLAN_DEV, VXLAN_VNI, node.ip, underlay, VXLAN_PORT, node.vtep_mac,
-                         lab.mtu), AddrAdd(HERE, VXLAN_DEV, node.vtep, 32), LinkUp(HERE, VXLAN_DEV)]
-        for o in others:
-            ops += [NeighAdd(HERE, VXLAN_DEV, o.vtep, o.vtep_mac),
-                    FdbAppend(HERE, VXLAN_DEV, o.vtep_mac, o.ip),
-                    OnlinkRouteAdd(HERE, o.pod_cidr, o.vtep, VXLAN_DEV)]
+        ops += _vxlan_node(lab, node, HERE, underlay)
     for pod in lab.pods_on(name):
-        ops += [Spawn(pod.ns if not pod.host_network else HERE, pod.name, c.name, argv_of(c))
-                for c in pod.containers]
+        ops += _pod_spawns(pod, HERE if pod.host_network else pod.ns)
     ops += [Spawn(HERE, op.owner, op.name, op.argv) for op in node_servers(lab)
             if op.owner == name]
     return ops
