@@ -250,9 +250,13 @@ def build(lab: Lab) -> list[Op]:
 def node_servers(lab: Lab) -> list[Op]:
     """netlab's server on every node, port 8000 (the classic `nc -l 8000` on the host), so that
     verify proves a pod reaches each node directly and sees who connected."""
-    return [Spawn(node.ns, node.name, NETEXEC, argv_of(Container(
-        name=NETEXEC, argv=netexec_argv(node.name, NODE_PORT), port=NODE_PORT, image=NETEXEC)))
-        for node in lab.nodes]
+    return [_netexec(node.ns, node.name, NETEXEC, NODE_PORT) for node in lab.nodes]
+
+
+def _netexec(ns: str, owner: str, name: str, port: int) -> Spawn:
+    """netlab's own server, answering as `owner`, started in `ns`."""
+    return Spawn(ns, owner, name, argv_of(Container(name=name, argv=netexec_argv(owner, port),
+                                                    port=port, image=NETEXEC)))
 
 
 def _pod_link(pod, node: Node, node_ns: str) -> list[Op]:
@@ -440,10 +444,7 @@ def spawn_ops(lab: Lab) -> list[Op]:
     outside world's web server."""
     ops: list[Op] = [Spawn(c.ns, c.name, c.name, argv_of(c.process)) for c in lab.containers]
     if lab.outside is not None:
-        server = Container(name="server", argv=(NETEXEC, "--port", str(lab.outside.port),
-                                                "--name", "outside"), port=lab.outside.port,
-                           image=NETEXEC)
-        ops.append(Spawn(lab.outside.ns, "outside", "server", argv_of(server)))
+        ops.append(_netexec(lab.outside.ns, "outside", "server", lab.outside.port))
     return ops
 
 
