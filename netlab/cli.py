@@ -223,8 +223,7 @@ def status(as_json: bool = JsonOpt) -> None:
     for name in state.labs():
         info = state.LabState(name).info()
         try:
-            lab = model.parse(info.get("text", ""), info.get("source", "?"), name) \
-                if "@" not in name else lifecycle.load_up(name)
+            lab = lifecycle.load_up(name)
             spaces = lab.namespaces if "@" not in name else tuple(p.ns for p in lab.pods)
             present = sum(os.path.exists(f"/run/netns/{ns}") for ns in spaces)
             rows.append({"lab": name, "source": lab.source, "nodes": len(lab.nodes),
