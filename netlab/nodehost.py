@@ -47,9 +47,11 @@ def check_host(lab: model.Lab, node: str, underlay: str) -> None:
                           f"the host that has it")
 
 
+_LINK_OPS = (plan.BridgeAdd, plan.VethAdd, plan.VxlanAdd)   # the ops that add a link
+
+
 def _host_links(ops: list) -> list[str]:
-    return [op.ifname for op in ops if isinstance(op, (plan.BridgeAdd, plan.VethAdd, plan.VxlanAdd))
-            and op.ns == plan.HERE]
+    return [op.ifname for op in ops if isinstance(op, _LINK_OPS) and op.ns == plan.HERE]
 
 
 def up(lab: model.Lab, node: str, underlay: str) -> UpResult:
@@ -90,8 +92,7 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
     elif op.ns == plan.HERE:
-        record = f"link {op.ifname}" if isinstance(
-            op, (plan.BridgeAdd, plan.VethAdd, plan.VxlanAdd)) else \
+        record = f"link {op.ifname}" if isinstance(op, _LINK_OPS) else \
             f"route {op.dst} {op.via} {op.dev}" if isinstance(op, plan.RouteAdd) else None
         if isinstance(op, plan.Sysctl):
             state.record(f"sysctl {op.key} {K.here_sysctl(op.key)}")
