@@ -492,6 +492,12 @@ def netexec_argv(pod: str, port: int) -> tuple[str, ...]:
 # ---------------------------------------------------------------- parse and check
 
 
+def _did_you_mean(word: str, choices: list[str], otherwise: str, cutoff: float = 0.6) -> str:
+    """The fix for a misspelt name: the closest choice, or `otherwise` when none is close."""
+    hint = difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+    return f"did you mean '{hint[0]}'?" if hint else otherwise
+
+
 class _Where:
     """Finds the line of a location in the scenario, and raises errors there."""
 
@@ -543,8 +549,7 @@ def _pydantic_error(err: dict, data: Any, where: _Where):
     kind = err["type"]
     if kind == "extra_forbidden":
         known = _fields_of(loc)
-        hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-        fix = f"did you mean '{hint[0]}'?" if hint else f"known fields: {', '.join(known)}"
+        fix = _did_you_mean(str(key), known, f"known fields: {', '.join(known)}", cutoff=0.5)
         where.fail(loc, f"{prefix}unknown field '{key}': {fix}")
     if kind == "missing":
         where.fail(loc[:-1], f"{prefix}field '{key}' is required: add `{key}: ...`")
@@ -715,8 +720,7 @@ def _build(spec: ScenarioSpec, lab: str, path: str, text: str, where: _Where) ->
         loc = ("pods", i)
         claim(p.name, loc + ("name",))
         if p.node not in by_name:
-            hint = difflib.get_close_matches(p.node, list(by_name), n=1)
-            fix = f"did you mean '{hint[0]}'?" if hint else f"use one of {', '.join(by_name)}"
+            fix = _did_you_mean(p.node, list(by_name), f"use one of {', '.join(by_name)}")
             where.fail(loc + ("node",), f"pod '{p.name}' is on unknown node '{p.node}': {fix}")
         node = by_name[p.node]
         if p.hostNetwork:
@@ -929,8 +933,7 @@ def _docker_containers(spec: ScenarioSpec, lab: str, by_name: dict, pods: list[P
         claim(c.name, loc + ("name",))
         who = f"container '{c.name}'"
         if c.node not in by_name:
-            hint = difflib.get_close_matches(c.node, list(by_name), n=1)
-            fix = f"did you mean '{hint[0]}'?" if hint else f"use one of {', '.join(by_name)}"
+            fix = _did_you_mean(c.node, list(by_name), f"use one of {', '.join(by_name)}")
             where.fail(loc + ("node",), f"{who} is on unknown node '{c.node}': {fix}")
         node = by_name[c.node]
         if (c.image is None) == (c.command is None):
@@ -1012,8 +1015,7 @@ def _checks(spec: ScenarioSpec, nodes: list[Node], pods: list[Pod], where: _Wher
         loc = ("checks", i)
         who = f"check '{c.name}'" if c.name else f"check #{i + 1}"
         if c.from_ not in ips:
-            hint = difflib.get_close_matches(c.from_, list(ips), n=1)
-            fix = f"did you mean '{hint[0]}'?" if hint else f"use one of {', '.join(ips)}"
+            fix = _did_you_mean(c.from_, list(ips), f"use one of {', '.join(ips)}")
             where.fail(loc + ("from",), f"{who}: from: unknown pod or node '{c.from_}': {fix}")
         if c.to in ips:
             dst, dst_ip = c.to, ips[c.to]
@@ -1021,9 +1023,8 @@ def _checks(spec: ScenarioSpec, nodes: list[Node], pods: list[Pod], where: _Wher
             try:
                 dst_ip = str(ipaddress.IPv4Address(c.to))
             except ValueError:
-                hint = difflib.get_close_matches(c.to, list(ips), n=1)
-                fix = f"did you mean '{hint[0]}'?" if hint else \
-                    f"use a pod or node ({', '.join(ips)}) or an IPv4 address"
+                fix = _did_you_mean(c.to, list(ips),
+                                    f"use a pod or node ({', '.join(ips)}) or an IPv4 address")
                 where.fail(loc + ("to",), f"{who}: to: unknown pod or node '{c.to}': {fix}")
             dst = by_ip.get(dst_ip, dst_ip)
         served = ports.get(dst)
