@@ -17,9 +17,12 @@ apt-get update -qq
 # The tools that run inside the lab's namespaces, and what netlab needs to run.
 apt-get install -y -qq --no-install-recommends \
   iproute2 iputils-ping fping curl socat nftables tcpdump util-linux procps sudo graphviz \
+  conntrack dnsmasq-base nginx bind9-dnsutils containernetworking-plugins iptables kmod \
   python3 python3-venv python3-pip ca-certificates >/dev/null
 
-python3 -m venv "$venv"
+# Debian's own Python, just installed: not whatever `python3` comes first on root's PATH (a
+# pyenv under /root would make /opt/netlab unusable for every other user).
+/usr/bin/python3 -m venv "$venv"
 log=$(mktemp)
 if ! "$venv/bin/pip" install -e "$here[test]" >"$log" 2>&1; then
   tail -30 "$log" >&2
@@ -27,5 +30,10 @@ if ! "$venv/bin/pip" install -e "$here[test]" >"$log" 2>&1; then
   exit 1
 fi
 rm -f "$log"
+# Debian's nginx package starts a server on the host where systemd runs; netlab only ever runs
+# nginx inside a lab's namespaces, so the host's own service is switched off.
+if command -v systemctl >/dev/null && systemctl is-enabled nginx >/dev/null 2>&1; then
+  systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
 ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
 echo "netlab installed: $(command -v netlab) ($("$venv/bin/python" -c 'import netlab; print(netlab.__version__)'))"
