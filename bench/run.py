@@ -52,7 +52,8 @@ def child(scenario: str, name: str) -> None:
 
     With NETLAB_BENCH_HOLD set, waits for a line on stdin between up and down (for verify).
     """
-    from netlab import lifecycle, model
+    from netlab import model
+    from netlab.runtime import lifecycle
     out: dict = {}
     started = time.perf_counter()
     try:

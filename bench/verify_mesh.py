@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netlab import lifecycle, model, verify  # noqa: E402
-from netlab.state import LabState  # noqa: E402
+from netlab import model, verify
+from netlab.runtime import lifecycle  # noqa: E402
+from netlab.runtime.state import LabState  # noqa: E402
 
 
 def scenario(pods: int, nodes: int) -> str:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import pytest
 from conftest import ROOT, leftovers, netlab, requires_root, unique_name
 
-from netlab import errors, kernel, lifecycle, model, plan
+from netlab import model, plan
+from netlab.runtime import kernel, lifecycle
+from netlab.core import errors
 
 sys.path.insert(0, str(ROOT / "bench"))
 import gen  # noqa: E402

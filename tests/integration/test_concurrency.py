@@ -138,7 +138,8 @@ def test_up_and_down_at_once_leave_all_or_nothing(lab_name):
 
 
 def test_a_busy_lab_is_refused_with_a_clear_message(lab_name, monkeypatch):
-    from netlab import lifecycle, model, state
+    from netlab import model
+    from netlab.runtime import lifecycle, state
     monkeypatch.setattr(lifecycle, "UP_LOCK_WAIT", 0.2)
     with state.LabState(lab_name).lock():  # as if another `netlab up` were at work on it
         try:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name
-from netlab import docker_rules, model
+from netlab import model
+from netlab.features import docker as docker_rules
 
 pytestmark = requires_root
 

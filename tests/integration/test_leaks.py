@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import leftovers, netlab, requires_root, unique_name
-from netlab import lifecycle, model
+from netlab import model
+from netlab.runtime import lifecycle
 
 pytestmark = [requires_root, pytest.mark.slow]
 

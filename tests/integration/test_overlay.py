@@ -17,6 +17,7 @@ import pytest
 
 from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name, curl, in_ns
 from netlab import model
+from netlab.features import vxlan
 
 pytestmark = requires_root
 
@@ -137,7 +138,7 @@ def test_host_gw_capture_on_the_underlay_shows_pod_addresses_bare(ov_name):
 
 
 def fdb(ns: str) -> list[dict]:
-    return json.loads(in_ns(ns, "bridge", "-j", "fdb", "show", "dev", model.VXLAN_DEV).stdout)
+    return json.loads(in_ns(ns, "bridge", "-j", "fdb", "show", "dev", vxlan.VXLAN_DEV).stdout)
 
 
 def test_deleting_one_nodes_fdb_entries_breaks_exactly_the_checks_crossing_it(ov_name):
@@ -154,7 +155,7 @@ def test_deleting_one_nodes_fdb_entries_breaks_exactly_the_checks_crossing_it(ov
     entries = fdb(cut.ns)
     assert sorted(e["dst"] for e in entries) == sorted(n.ip for n in lab.nodes if n is not cut)
     for e in entries:
-        r = in_ns(cut.ns, "bridge", "fdb", "del", e["mac"], "dev", model.VXLAN_DEV, "dst", e["dst"])
+        r = in_ns(cut.ns, "bridge", "fdb", "del", e["mac"], "dev", vxlan.VXLAN_DEV, "dst", e["dst"])
         assert r.returncode == 0, r.stderr
     assert fdb(cut.ns) == []
     node_of = {p.name: p.node for p in lab.pods}

@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from conftest import ROOT, leftovers, netlab, requires_root, unique_name
-from netlab import model, preflight
-from netlab.errors import NetlabError
+from netlab import model
+from netlab.runtime import preflight
+from netlab.core.errors import NetlabError
 
 pytestmark = requires_root
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import leftovers, requires_root, unique_name
-from netlab import kernel as K
-from netlab import lifecycle, model, plan, workloads
-from netlab.errors import KernelError
+from netlab.runtime import kernel as K
+from netlab import model, plan
+from netlab.runtime import lifecycle, workloads
+from netlab.core.errors import KernelError
 
 pytestmark = requires_root
 

@@ -159,7 +159,8 @@ def test_usage_errors_exit_2(lab):
 
 
 def test_verify_right_after_up_waits_for_the_servers_and_gives_up_in_bounded_time(lab):
-    from netlab import lifecycle, model, verify as V
+    from netlab import model, verify as V
+    from netlab.runtime import lifecycle
     the_lab = model.load(None, lab)
     lifecycle.up(the_lab)                 # servers were spawned an instant ago
     report = V.run(the_lab, V.derive(the_lab))

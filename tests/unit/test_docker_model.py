@@ -6,8 +6,9 @@ import pytest
 
 from conftest import SCENARIOS
 from netlab import model
-from netlab.errors import ScenarioError
-from netlab.model import PortMap, parse_port
+from netlab.features import outside
+from netlab.core.errors import ScenarioError
+from netlab.features.docker import PortMap, parse_port
 
 BASE = """\
 nodes:
@@ -43,7 +44,7 @@ def test_mixed_scenario_modes_addresses_and_namespaces():
     exporter = lab.pod("exporter")
     assert (exporter.host_network, exporter.ns, exporter.ip) == (True, "m-node2", "192.168.1.12")
     assert lab.node("node1").docker_gw == "172.17.0.1" and lab.node("node2").docker_gw == "172.18.0.1"
-    assert lab.outside == model.Outside(ns="m-outside", ip="203.0.113.10", port=80,
+    assert lab.outside == outside.Outside(ns="m-outside", ip="203.0.113.10", port=80,
                                         router="192.168.1.254", prefixlen=24)
     assert set(lab.namespaces) == {"m-underlay", "m-node1", "m-node2", "m-web", "m-client",
                                    "m-island", "m-nginx", "m-cache", "m-outside"}

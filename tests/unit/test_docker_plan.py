@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from conftest import SCENARIOS, netlab
-from netlab import docker_rules, model, plan
-from netlab.plan import (AddrAdd, BridgeAdd, LinkUp, NftApply, RouteAdd, Spawn, VethAdd,
-                         docker_ruleset)
+from netlab import model, plan
+from netlab.features import docker as docker_rules
+from netlab.features.docker import docker_ruleset
+from netlab.plan import AddrAdd, BridgeAdd, LinkUp, NftApply, RouteAdd, Spawn, VethAdd
 
 LESSON_RULESET = """\
 table ip docker-nat {
@@ -35,16 +36,16 @@ def lesson() -> model.Lab:
 def test_lesson_ruleset_publishes_only_the_bridge_port():
     lab = lesson()
     node = lab.node("node1")
-    assert docker_ruleset(node, lab.containers_on("node1")) == LESSON_RULESET
+    assert docker_ruleset(node, docker_rules.containers_on(lab, "node1")) == LESSON_RULESET
 
 
 def test_mixed_ruleset_tcp_and_udp_and_per_node_subnet():
     lab = model.load(SCENARIOS / "mixed.yaml", "m")
-    r1 = docker_ruleset(lab.node("node1"), lab.containers_on("node1"))
+    r1 = docker_ruleset(lab.node("node1"), docker_rules.containers_on(lab, "node1"))
     assert '\t\ttcp dport 8081 dnat to 172.17.0.2:8080 comment "nginx 8081:8080/tcp"\n' in r1
     assert '\t\tudp dport 5353 dnat to 172.17.0.2:8080 comment "nginx 5353:8080/udp"\n' in r1
     assert "9090" not in r1 and "9001" not in r1       # none and host publish nothing
-    r2 = docker_ruleset(lab.node("node2"), lab.containers_on("node2"))
+    r2 = docker_ruleset(lab.node("node2"), docker_rules.containers_on(lab, "node2"))
     assert "ip daddr 192.168.1.12 jump docker" in r2
     assert 'ip saddr 172.18.0.0/16 oifname != "docker0" masquerade' in r2
     assert "tcp dport 8082 dnat to 172.18.0.2:8080" in r2 and "8081" not in r2

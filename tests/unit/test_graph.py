@@ -12,10 +12,11 @@ import pytest
 
 from conftest import netlab
 from graph_parse import drawn_edges, expected, parse_dot, parse_svg
-from netlab import graph as G
-from netlab import model, snapshot
-from netlab.errors import NetlabError
-from netlab.snapshot import Iface, Namespace, Route, Snapshot
+from netlab.view import graph as G
+from netlab import model
+from netlab.view import snapshot
+from netlab.core.errors import NetlabError
+from netlab.view.snapshot import Iface, Namespace, Route, Snapshot
 
 SCENARIO_FILES = sorted(Path(model.DEFAULT_SCENARIO).parent.glob("*.yaml"))
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot not installed")

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from netlab import model
-from netlab.errors import ScenarioError
+from netlab.core.errors import ScenarioError
 
 BASE = """\
 name: demo

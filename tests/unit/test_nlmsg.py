@@ -9,7 +9,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from netlab import nlmsg
+from netlab.runtime import nlmsg
 
 CREATE = 0x1 | 0x4 | 0x200 | 0x400   # request, ack, excl, create: what `ip ... add` sends
 

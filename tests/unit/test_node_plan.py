@@ -52,8 +52,9 @@ def test_on_vxlan_a_node_reaches_other_nodes_pods_from_flannel_1():
 
 
 def test_verify_on_a_node_host_runs_only_its_own_checks_here():
-    from netlab import nodehost
-    checks = nodehost.verify_checks(_lab(), "node2")
+    from netlab import verify
+    from netlab.runtime import nodehost
+    checks = verify.derive_node(nodehost.local_lab(_lab(), "node2"), "node2")
     assert {c.src for c in checks} == {"node2", "api", "worker"}
     assert {c.ns for c in checks if c.src == "node2"} == {plan.HERE}
     assert {c.dst for c in checks if c.rule == "pod-pod-cross-node"} == {"web", "frontend", "db",

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SCENARIOS
 from netlab import model
-from netlab.errors import ScenarioError
+from netlab.core.errors import ScenarioError
 
 ROUTED = """\
 name: r

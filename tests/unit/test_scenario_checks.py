@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netlab import model
-from netlab.errors import ScenarioError
+from netlab.core.errors import ScenarioError
 
 BASE = model.DEFAULT_SCENARIO.read_text()
 FIRST = BASE.count("\n") + 2          # the line of the first item under `checks:`

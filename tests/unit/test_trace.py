@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from netlab import model, snapshot
-from netlab import trace as T
-from netlab.snapshot import Iface, Namespace, Route, Snapshot
+from netlab import model
+from netlab.view import snapshot
+from netlab.view import trace as T
+from netlab.view.snapshot import Iface, Namespace, Route, Snapshot
 
 
 def lab_snapshot(node1_routes=None, forwarding=True, masquerade=()):

@@ -173,7 +173,7 @@ def test_text_table_lists_failures_and_closes_with_a_summary():
 
 
 def test_missing_probe_tools_are_named_with_their_package(monkeypatch):
-    from netlab.errors import NetlabError
+    from netlab.core.errors import NetlabError
     monkeypatch.setattr(V.shutil, "which", lambda tool: None if tool == "fping" else "/usr/bin/x")
     V.need_tools(by("localhost", "web", "web", "http"))           # curl only: fine
     try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from conftest import SCENARIOS
-from netlab import docker_rules, model, verify as V
+from netlab import model, verify as V
+from netlab.features import docker as docker_rules
 
 MIXED = model.load(SCENARIOS / "mixed.yaml", "m")
 LESSON = model.load(SCENARIOS / "docker-modes.yaml", "dm")

@@ -9,6 +9,7 @@ import yaml
 from conftest import ROOT
 
 from netlab import model
+from netlab.core import yamlfile
 
 sys.path.insert(0, str(ROOT / "bench"))
 import gen  # noqa: E402
@@ -18,16 +19,16 @@ pytestmark = pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML withou
 
 @pytest.mark.parametrize("text", [model.DEFAULT_SCENARIO.read_text(), gen.scenario(3, 5, True)])
 def test_same_values_and_line_numbers_from_both_parsers(text):
-    assert model._c_parser_safe(text)
-    fast = model._load_yaml(yaml.CSafeLoader, text, "s.yaml")
-    slow = model._load_yaml(model._Loader, text, "s.yaml")
+    assert yamlfile._c_parser_safe(text)
+    fast = yamlfile._load_yaml(yaml.CSafeLoader, text, "s.yaml")
+    slow = yamlfile._load_yaml(yamlfile._Loader, text, "s.yaml")
     assert fast == slow
 
 
 @pytest.mark.parametrize("text", ["a: &x [1]\nb: *x\n", "command: [sh, -c, 'a && b']\n",
                                   "nodes: " + "[" * 40 + "]" * 40 + "\n"])
 def test_anchors_and_deep_nesting_take_the_python_parser(text):
-    assert not model._c_parser_safe(text)
+    assert not yamlfile._c_parser_safe(text)
 
 
 def test_a_syntax_error_reads_as_before():

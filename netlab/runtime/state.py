@@ -12,11 +12,11 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .errors import NetlabError
+from ..core.errors import NetlabError
 
 ROOT = Path(os.environ.get("NETLAB_STATE_DIR", "/run/netlab"))
 
@@ -27,6 +27,10 @@ class Journal:
     namespaces: list[str]
     pids: dict[int, str]  # pid -> "pod/container"
     complete: bool
+    # A node on a real host (nodehost): what it changed in the host's own stack, in order.
+    links: list = field(default_factory=list)
+    routes: list = field(default_factory=list)       # (dst, via, dev)
+    sysctls: dict = field(default_factory=dict)      # key -> the value before netlab
 
 
 class LabState:
@@ -72,24 +76,36 @@ class LabState:
             return {}
 
     def journal(self) -> Journal:
-        namespaces, pids, complete = [], {}, False
+        """The journal read back: the one reader of it (up, down, clean and nodehost use this)."""
+        j = Journal([], {}, False)
         try:
             lines = (self.dir / "journal").read_text().splitlines()
         except OSError:
             lines = []
         for line in lines:
             kind, _, rest = line.partition(" ")
+            words = rest.split()
             if kind == "netns" and rest:
-                namespaces.append(rest)
-            elif kind == "forget" and rest in namespaces:
-                namespaces.remove(rest)
+                j.namespaces.append(rest)
+            elif kind == "forget" and rest in j.namespaces:
+                j.namespaces.remove(rest)
+            elif kind == "forget" and words[:1] == ["link"] and words[1:2] and words[1] in j.links:
+                j.links.remove(words[1])
+            elif kind == "forget" and words[:1] == ["route"] and tuple(words[1:]) in j.routes:
+                j.routes.remove(tuple(words[1:]))
             elif kind == "pid" and rest:
                 pid, _, what = rest.partition(" ")
                 if pid.isdigit():
-                    pids[int(pid)] = what
+                    j.pids[int(pid)] = what
             elif kind == "complete":
-                complete = True
-        return Journal(namespaces, pids, complete)
+                j.complete = True
+            elif kind == "link" and len(words) == 1:
+                j.links.append(words[0])
+            elif kind == "route" and len(words) == 3:
+                j.routes.append((words[0], words[1], words[2]))
+            elif kind == "sysctl" and len(words) == 2:
+                j.sysctls.setdefault(words[0], words[1])   # the first is the value before netlab
+        return j
 
     def log_path(self, owner: str, name: str) -> str:
         return str(self.dir / "logs" / f"{owner}.{name}.log")

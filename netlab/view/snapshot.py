@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Optional
 
-from . import plan as P
-from .model import Lab
+from ..core import ops as P
+from ..core.lab import Lab
 
 NAT_WORDS = re.compile(r"\b(masquerade|snat|dnat|redirect)\b")
 
@@ -195,4 +195,5 @@ def from_plan(lab: Lab, ops: Iterable[P.Op]) -> Snapshot:
 
 
 def of_plan(lab: Lab) -> Snapshot:
-    return from_plan(lab, P.build(lab))
+    from .. import plan   # the plan of the whole lab: every feature's operations
+    return from_plan(lab, plan.build(lab))

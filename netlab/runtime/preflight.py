@@ -1,9 +1,10 @@
 """Checks made before `up` touches the kernel: the tools and kernel features a lab will need.
 
-A missing tool (ping, curl, nft, a container's command) or kernel feature (veth, bridge, vxlan)
-is reported with what to install, exit 2, before anything is created. Tools are looked up on the
-PATH that netlab and the lab's processes use; kernel features are tried in a throwaway namespace
-(kernel.missing_link_kinds), never in the root one.
+Every feature says what it needs (Feature.needs): tools on PATH, link kinds, the commands its
+containers run, and checks of its own. A missing one is reported with what to install, exit 2,
+before anything is created. Tools are looked up on the PATH that netlab and the lab's processes
+use; kernel features are tried in a throwaway namespace (kernel.missing_link_kinds), never in the
+root one.
 """
 
 from __future__ import annotations
@@ -11,27 +12,41 @@ from __future__ import annotations
 import shutil
 from typing import Iterable, Optional
 
+from ..core.errors import NetlabError
+from ..core.feature import Needs
+from ..core.lab import Lab
+from ..features import FEATURES
 from . import kernel
-from .errors import NetlabError
-from .model import NETEXEC, Lab
 
 # The Debian/Ubuntu package that brings each tool (setup.sh installs them all).
 PACKAGES = {"ping": "iputils-ping", "curl": "curl", "nft": "nftables", "ip": "iproute2",
-            "tcpdump": "tcpdump"}
-# Every lab is proven with ping and curl run inside its namespaces (`netlab verify`, `netlab exec`).
-ALWAYS = ("ping", "curl")
+            "tcpdump": "tcpdump", "dnsmasq": "dnsmasq-base", "nginx": "nginx",
+            "dig": "bind9-dnsutils", "conntrack": "conntrack", "iptables": "iptables",
+            "socat": "socat", "fping": "fping"}
 # The kernel config option behind each link kind, for the message.
 KCONFIG = {"veth": "CONFIG_VETH", "bridge": "CONFIG_BRIDGE", "vxlan": "CONFIG_VXLAN"}
 
 
+def needs(lab: Lab) -> Needs:
+    """What every feature of the lab needs, together, in feature order."""
+    total = Needs()
+    for feature in FEATURES:
+        n = feature.needs(lab)
+        total.tools += [t for t in n.tools if t not in total.tools]
+        total.kinds += [k for k in n.kinds if k not in total.kinds]
+        total.commands += n.commands
+        total.checks += n.checks
+    return total
+
+
 def tools_for(lab: Lab, extra: Iterable[str] = ()) -> list[str]:
-    """The tools a lab needs on PATH: ping and curl, plus `extra` (e.g. nft for NAT modes)."""
-    return list(dict.fromkeys([*ALWAYS, *extra]))
+    """The tools a lab needs on PATH (ping and curl for every lab, nft for NAT...), plus `extra`."""
+    return list(dict.fromkeys([*needs(lab).tools, *extra]))
 
 
 def kinds_for(lab: Lab) -> list[str]:
     """The link kinds a lab creates; vxlan only when its backend asks for it."""
-    return ["veth", "bridge"] + (["vxlan"] if lab.backend == "vxlan" else [])
+    return needs(lab).kinds
 
 
 def missing_tools(tools: Iterable[str], path: Optional[str] = None) -> list[str]:
@@ -40,19 +55,22 @@ def missing_tools(tools: Iterable[str], path: Optional[str] = None) -> list[str]
 
 def check(lab: Lab, extra_tools: Iterable[str] = (), path: Optional[str] = None) -> None:
     """Raise a NetlabError (exit 2) naming what to install when the lab cannot be built here."""
-    missing = missing_tools(tools_for(lab, extra_tools), path)
+    n = needs(lab)
+    missing = missing_tools(dict.fromkeys([*n.tools, *extra_tools]), path)
     if missing:
         pkgs = " ".join(dict.fromkeys(PACKAGES.get(t, t) for t in missing))
         raise NetlabError(f"{', '.join(missing)} not found on PATH: the lab needs "
                           f"{'it' if len(missing) == 1 else 'them'}; install with "
                           f"`sudo apt-get install {pkgs}` (or run ./setup.sh)")
-    for pod in lab.pods:
-        for c in pod.containers:
-            if c.image != NETEXEC and c.argv and shutil.which(c.argv[0], path=path) is None:
-                raise NetlabError(f"pod '{pod.name}', container '{c.name}': command "
-                                  f"'{c.argv[0]}' not found on PATH: install it or fix the "
-                                  f"container's command in {lab.source}")
-    check_kernel(kinds_for(lab))
+    for who, command in n.commands:
+        if shutil.which(command, path=path) is None:
+            raise NetlabError(f"{who}: command '{command}' not found on PATH: install it or fix "
+                              f"the container's command in {lab.source}")
+    for probe in n.checks:
+        problem = probe()
+        if problem:
+            raise NetlabError(problem)
+    check_kernel(n.kinds)
 
 
 def check_kernel(kinds: list[str]) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from . import trace as T
-from .errors import NetlabError
-from .model import Lab
+from ..core.errors import NetlabError
+from ..core.lab import Lab
 from .snapshot import Iface, Namespace, Snapshot
 
 FORMATS = ("svg", "png", "dot", "mermaid")

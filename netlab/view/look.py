@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 from . import graph as G
-from . import lifecycle, model, snapshot, state
+from .. import model
+from ..runtime import lifecycle, running, state
+from . import snapshot
 from . import trace as T
-from .errors import NetlabError
+from ..core.errors import NetlabError
 
 VERIFY_FILE = "verify.json"
 
@@ -33,7 +35,7 @@ def _live_snapshot(lab: model.Lab) -> snapshot.Snapshot:
     if os.geteuid() != 0:
         raise NetlabError(f"reading lab {lab.name} from the kernel needs root: run it with sudo "
                           f"(or give a scenario file to draw its plan without root)")
-    from . import kernel  # only for live labs: drawing a scenario needs no pyroute2 socket
+    from ..runtime import kernel  # only for live labs: drawing a scenario needs no pyroute2 socket
     return kernel.observe(list(lifecycle.lab_namespaces(state.LabState(lab.name))) or
                           list(lab.namespaces), lab.name)
 
@@ -55,7 +57,7 @@ def target_lab(target: Optional[str], name: Optional[str]) -> tuple[model.Lab, b
     if not state.LabState(lab_name).exists():
         raise NetlabError(f"'{lab_name}' is neither a scenario file nor a lab that is up: give a "
                           f"scenario path (e.g. scenarios/three-node.yaml) or see `netlab status`")
-    return lifecycle.load_up(lab_name), True
+    return running.load_up(lab_name), True
 
 
 def results_path(lab: str) -> Path:
@@ -104,7 +106,7 @@ def trace(args: list[str]) -> tuple[model.Lab, T.Trace, dict[str, str]]:
         lab_name, (frm, to) = state.only_lab(None), args
     else:
         raise NetlabError("usage: sudo netlab trace [LAB] FROM TO (e.g. netlab trace web db)")
-    lab = lifecycle.load_up(lab_name)
+    lab = running.load_up(lab_name)
     src_ns, _ = _place(lab, frm, True)
     _, dst_ip = _place(lab, to, False)
     if not dst_ip:
@@ -118,7 +120,7 @@ def live_trace(lab: model.Lab, src_ns: str, dst_ip: str,
     """The path from a namespace of a lab that is up to an address, as the kernel routes it
     (for `netlab trace`, and for verify to say where a failed probe's packet stopped; verify
     passes one snapshot, `live_snapshot`, for all its traces)."""
-    from . import kernel
+    from ..runtime import kernel
     snap = snap or _live_snapshot(lab)
 
     def find(ns: snapshot.Namespace, dst: str) -> snapshot.Lookup:

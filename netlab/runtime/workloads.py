@@ -13,7 +13,7 @@ import time
 from typing import Iterable
 
 from . import kernel
-from .errors import KernelError
+from ..core.errors import KernelError
 
 
 def spawn(ns: str, argv: tuple[str, ...], log_path: str, lab: str) -> int:

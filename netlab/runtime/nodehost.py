@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from .. import plan
+from ..core.errors import KernelError, NetlabError
+from ..core.lab import Lab
 from . import kernel as K
-from . import model, plan, workloads
-from .errors import KernelError, NetlabError
-from .lifecycle import DownResult, UpResult, _flush, transaction
+from . import workloads
+from .lifecycle import DownResult, UpResult, flush, transaction
 from .state import LabState
 
 
@@ -26,7 +28,7 @@ def state_name(lab: str, node: str) -> str:
     return plan.node_key(lab, node)
 
 
-def check_host(lab: model.Lab, node: str, underlay: str) -> None:
+def check_host(lab: Lab, node: str, underlay: str) -> None:
     """Refuse (exit 2, nothing touched) what node mode cannot build on this host."""
     names = [n.name for n in lab.nodes]
     if node not in names:
@@ -54,7 +56,7 @@ def _host_links(ops: list) -> list[str]:
     return [op.ifname for op in ops if isinstance(op, _LINK_OPS) and op.ns == plan.HERE]
 
 
-def up(lab: model.Lab, node: str, underlay: str) -> UpResult:
+def up(lab: Lab, node: str, underlay: str) -> UpResult:
     check_host(lab, node, underlay)
     state = LabState(state_name(lab.name, node))
     ops = plan.build_node(lab, node, underlay)
@@ -87,7 +89,7 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
     if isinstance(op, plan.NetnsAdd):
         state.record(f"netns {op.ns}")
     elif isinstance(op, plan.Spawn):
-        _flush(kern)
+        flush(kern)
         pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
@@ -108,30 +110,6 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
     kern.apply(op)
 
 
-def _host_records(state: LabState) -> tuple[list[str], list[tuple[str, str, str]], dict[str, str]]:
-    links, routes, sysctls = [], [], {}
-    try:
-        lines = (state.dir / "journal").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        if line.startswith("forget "):
-            kind, *words = line.split()[1:]
-            if kind == "link" and words[:1] and words[0] in links:
-                links.remove(words[0])
-            elif kind == "route" and tuple(words) in routes:
-                routes.remove(tuple(words))
-            continue
-        kind, *words = line.split()
-        if kind == "link" and len(words) == 1:
-            links.append(words[0])
-        elif kind == "route" and len(words) == 3:
-            routes.append((words[0], words[1], words[2]))
-        elif kind == "sysctl" and len(words) == 2:
-            sysctls.setdefault(words[0], words[1])   # the first one is the value before netlab
-    return links, routes, sysctls
-
-
 def down(lab: str, node: str) -> DownResult:
     state = LabState(state_name(lab, node))
     with state.lock(wait=True):
@@ -148,7 +126,7 @@ def _teardown(state: LabState) -> DownResult:
     pids = set(workloads.pids_in(inodes)) | set(workloads.marked(state.lab))
     workloads.stop(pids)
     result.processes = len(pids)
-    links, routes, sysctls = _host_records(state)
+    links, routes, sysctls = journal.links, journal.routes, journal.sysctls
     for dst, via, dev in reversed(routes):
         K.here_delete_route(dst, via, dev)
     for name in reversed(links):
@@ -162,13 +140,13 @@ def _teardown(state: LabState) -> DownResult:
     return result
 
 
-def local_lab(lab: model.Lab, node: str) -> model.Lab:
+def local_lab(lab: Lab, node: str) -> Lab:
     """The lab as seen from the host of `node`: that node's namespace is HERE."""
     nodes = tuple(dataclasses.replace(n, ns=plan.HERE) if n.name == node else n for n in lab.nodes)
     return dataclasses.replace(lab, nodes=nodes)
 
 
-def local_view(lab: model.Lab, node: str) -> model.Lab:
+def local_view(lab: Lab, node: str) -> Lab:
     """What `show`, `exec` and `status` see of a node on this host: the lab named <lab>@<node>
     (its state here), that node HERE, only its pods."""
     # The other nodes are other hosts: no namespace of theirs here ("-").
@@ -176,21 +154,3 @@ def local_view(lab: model.Lab, node: str) -> model.Lab:
                   for n in local_lab(lab, node).nodes)
     return dataclasses.replace(lab, name=state_name(lab.name, node), nodes=nodes,
                                pods=lab.pods_on(node))
-
-
-def verify_checks(lab: model.Lab, node: str, only=()) -> list:
-    """verify on one node's host: every check that starts on this node or one of its pods, to
-    pods and nodes everywhere (remote ones by their addresses from the scenario). Servers on
-    other hosts are not waited for here; run verify on each host to cover every source."""
-    from . import verify as V
-    here = local_lab(lab, node)
-    local = {node} | {p.name for p in lab.pods_on(node)}
-    local_ns = {plan.HERE} | {p.ns for p in lab.pods_on(node)}
-    out = []
-    for c in V.derive(here, only):
-        if c.src not in local:
-            continue
-        server = c.server if c.server is not None and c.server.ns in local_ns else None
-        hops = tuple(h for h in c.hops if h[0] in local_ns and h[0] != plan.HERE)
-        out.append(dataclasses.replace(c, server=server, hops=hops))
-    return out

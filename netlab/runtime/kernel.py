@@ -19,9 +19,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import nlmsg
-from . import plan as P
+from ..core import ops as P
 from .batch import Batch, BatchError, open_socket
-from .errors import KernelError, NetlabError
+from ..core.errors import KernelError, NetlabError
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -445,7 +445,7 @@ def observe(namespaces: list[str], lab: str = ""):
     """A Snapshot of what the kernel holds in these namespaces: links, addresses, routes, NAT.
 
     Missing namespaces are left out (the snapshot shows what is there)."""
-    from . import snapshot as S
+    from ..view import snapshot as S
     present = [ns for ns in namespaces if netns_exists(ns)]
     with Kernel() as kern:
         # Index -> name per namespace first: a veth's peer is named by index in its namespace.

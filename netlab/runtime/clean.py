@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .. import model
+from ..core.errors import NetlabError
 from . import kernel as K
-from . import lifecycle, model, state, workloads
-from .errors import NetlabError
+from . import lifecycle, state, workloads
 
 
 @dataclass
@@ -73,7 +74,7 @@ def clean() -> CleanResult:
             if is_up(lab_state):
                 result.kept.append(name)
                 continue
-            down = lifecycle._teardown(lab_state)
+            down = lifecycle.teardown(lab_state)
             if down.namespaces or down.processes:
                 result.removed[name] = down
             # Unlinked while held: state.lock() notices and retakes a fresh file.

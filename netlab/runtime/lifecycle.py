@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .. import plan
+from ..core.errors import KernelError
+from ..core.lab import Lab
 from . import kernel as K
-from . import model, plan, workloads
-from .errors import KernelError
+from . import workloads
 from .state import LabState
 
 
@@ -21,7 +23,7 @@ UP_LOCK_WAIT = 60.0  # seconds an `up` waits for another command on the same lab
 
 @dataclass
 class UpResult:
-    lab: model.Lab
+    lab: Lab
     already_up: bool = False
     operations: int = 0
     cleaned_leftovers: bool = False
@@ -34,7 +36,7 @@ class DownResult:
     processes: int = 0
 
 
-def up(lab: model.Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
+def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
     state = LabState(lab.name)
     # A second `up` of the same lab waits for the first (then finds it up); refused after a while.
     with state.lock(timeout=UP_LOCK_WAIT):
@@ -49,14 +51,14 @@ def up(lab: model.Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResu
                 raise KernelError(f"lab {lab.name} is already up from another scenario "
                                   f"({state.info().get('source')}): `sudo netlab down {lab.name}` "
                                   f"first, or choose another name with --name")
-            _teardown(state)  # leftovers of an interrupted up
+            teardown(state)  # leftovers of an interrupted up
             result.cleaned_leftovers = True
         taken = [ns for ns in lab.namespaces if K.netns_exists(ns)]
         if taken:
             raise K.NetnsExists(taken[0])
         ops = plan.build(lab)
         state.begin(lab.source, lab.text)
-        transaction(state, ops, f"lab {lab.name}", _apply, _teardown, make_kernel)
+        transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel)
         result.operations = len(ops)
         return result
 
@@ -71,7 +73,7 @@ def transaction(state: LabState, ops: list, what: str, apply: Callable, teardown
                 try:
                     apply(kern, state, op)
                     if step == len(ops):
-                        _flush(kern)
+                        flush(kern)
                 except KernelError as e:
                     step = _step_of(ops, e, step)
                     raise KernelError(f"up of {what} failed at step {step} of {len(ops)}: "
@@ -94,14 +96,14 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
             raise
         return
     if isinstance(op, plan.Spawn):
-        _flush(kern)  # the pod's links and addresses are in place before its process starts
+        flush(kern)  # the pod's links and addresses are in place before its process starts
         pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
     kern.apply(op)
 
 
-def _flush(kern: K.Kernel) -> None:
+def flush(kern: K.Kernel) -> None:
     """The kernel may batch requests (kernel.Kernel): make it finish them."""
     flush = getattr(kern, "flush", None)
     if flush is not None:
@@ -120,7 +122,7 @@ def _step_of(ops: list, error: KernelError, current: int) -> int:
 def down(name: str) -> DownResult:
     state = LabState(name)
     with state.lock(wait=True):
-        return _teardown(state)
+        return teardown(state)
 
 
 def lab_namespaces(state: LabState) -> list[str]:
@@ -139,7 +141,7 @@ def lab_namespaces(state: LabState) -> list[str]:
     return names
 
 
-def _teardown(state: LabState) -> DownResult:
+def teardown(state: LabState) -> DownResult:
     result = DownResult(state.lab)
     namespaces = lab_namespaces(state)
     inodes = {K.netns_inode(ns) for ns in namespaces}
@@ -153,52 +155,3 @@ def _teardown(state: LabState) -> DownResult:
     result.namespaces = namespaces
     state.remove()
     return result
-
-
-def load_up(name: str) -> model.Lab:
-    """The Lab of a lab that is up, parsed again from the scenario text it was built from."""
-    state = LabState(name)
-    info = state.info()
-    if not info:
-        raise KernelError(f"lab {name} is not up: see `netlab status`")
-    if "@" in name:   # one node of a lab, on this host (up --node): see nodehost
-        from . import nodehost
-        lab_name, node = name.rsplit("@", 1)
-        lab = model.parse(info["text"], info.get("source", "<scenario>"), lab_name)
-        return nodehost.local_view(lab, node)
-    return model.parse(info["text"], info.get("source", "<scenario>"), name)
-
-
-@dataclass
-class PodStatus:
-    pod: model.Pod
-    running: int          # containers whose process is alive
-    present: bool         # the namespace exists
-
-
-def _running(lab: model.Lab) -> dict[str, int]:
-    """How many of each owner's (pod's or container's) recorded processes are alive."""
-    alive: dict[str, int] = {}
-    for pid, what in LabState(lab.name).journal().pids.items():
-        if workloads.alive(pid):
-            owner = what.split("/", 1)[0]
-            alive[owner] = alive.get(owner, 0) + 1
-    return alive
-
-
-def pod_status(lab: model.Lab) -> list[PodStatus]:
-    alive = _running(lab)
-    return [PodStatus(p, alive.get(p.name, 0), K.netns_exists(p.ns)) for p in lab.pods]
-
-
-@dataclass
-class ContainerStatus:
-    container: model.DockerContainer
-    running: bool         # its process is alive
-    present: bool         # its namespace (the node's, in host mode) exists
-
-
-def container_status(lab: model.Lab) -> list[ContainerStatus]:
-    """The docker containers of a lab that is up, each with whether its process runs."""
-    alive = _running(lab)
-    return [ContainerStatus(c, c.name in alive, K.netns_exists(c.ns)) for c in lab.containers]

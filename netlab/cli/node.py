@@ -6,9 +6,11 @@ import dataclasses
 import time
 from typing import Optional
 
-from . import model, nodehost, state
-from .cli import out
-from .errors import NetlabError
+from .. import model
+from ..core.errors import NetlabError
+from ..runtime import nodehost, state
+from ..verify import engine as V
+from .console import out
 
 
 def up(lab: model.Lab, node: str, underlay: str, as_json: bool) -> None:
@@ -54,11 +56,10 @@ def down(lab: Optional[str], node: str, as_json: bool) -> None:
 
 def verify(name: str, only):
     """The report of verify on this host's node: its own checks, to pods on every node."""
-    from . import verify as V
     lab_name, node = name.rsplit("@", 1)
     info = state.LabState(name).info()
     if not info:
         raise NetlabError(f"node {node} of lab {lab_name} is not up here: see `netlab status`")
     lab = model.parse(info["text"], info.get("source", "<scenario>"), lab_name)
-    checks = nodehost.verify_checks(lab, node, only)
+    checks = V.derive_node(nodehost.local_lab(lab, node), node, only)
     return V.run(dataclasses.replace(nodehost.local_lab(lab, node), name=name), checks)

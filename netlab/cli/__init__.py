@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from . import lifecycle, model, plan, preflight, state
-from .errors import NetlabError
+from .. import model
+from ..core.errors import EXIT_USAGE, NetlabError
+from ..core.lab import places
+from ..runtime import state
+from .console import need_root, out, table as _table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Real Linux network labs from a scenario file, proven with real packets.")
-# Tables are not cut to 80 columns when piped: a learner's `| less` or a test reads them whole.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 ScenarioArg = typer.Argument(None, metavar="[SCENARIO]", show_default=False,
                              help="Scenario YAML (default: the three-node lab shipped with netlab).")
@@ -37,19 +36,6 @@ UnderlayOpt = typer.Option("eth1", "--underlay", metavar="DEV",
                            help="With --node: the device that has the node's IP.")
 
 
-def need_root(command: str) -> None:
-    if os.geteuid() != 0:
-        raise NetlabError(f"netlab {command} changes or reads network namespaces and needs root: "
-                          f"run it with sudo (sudo netlab {command} ...)")
-
-
-def _table(*columns: str) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for c in columns:
-        table.add_column(c)
-    return table
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -60,6 +46,7 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
     """Build a lab in the kernel from a scenario (idempotent: a lab that is up is left as it is)."""
     lab = model.load(scenario, name)
     need_root("up")
+    from ..runtime import lifecycle, preflight
     preflight.check(lab)
     if node is not None:
         return _up_node(lab, node, underlay, as_json)
@@ -76,7 +63,8 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
         note = " (removed leftovers of an interrupted up first)" if result.cleaned_leftovers else ""
         out.print(f"lab {lab.name} is up: {len(lab.nodes)} nodes, {len(lab.pods)} pods, "
                   f"{result.operations} operations in {took:.2f}s{note}")
-    _render_show(lab)
+    from . import show as S
+    S.render(lab)
     out.print(f"\nNext: sudo netlab verify {lab.name}    "
               f"sudo netlab exec {lab.name} {lab.pods[0].name if lab.pods else lab.nodes[0].name} "
               f"-- ip addr    sudo netlab down {lab.name}")
@@ -93,6 +81,7 @@ def down(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
         out.print("no lab is up; nothing to do")
         return
     name = state.only_lab(lab)
+    from ..runtime import lifecycle
     result = lifecycle.down(name)
     if as_json:
         out.print_json(data={"lab": name, "namespaces": result.namespaces,
@@ -108,7 +97,7 @@ def down(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
 def clean(as_json: bool = JsonOpt) -> None:
     """Remove the leftovers of every lab (interrupted ups, lost records), found by netlab's marks."""
     need_root("clean")
-    from . import clean as cleaning
+    from ..runtime import clean as cleaning
     result = cleaning.clean()
     if as_json:
         out.print_json(data={"removed": {lab: {"namespaces": r.namespaces, "processes": r.processes}
@@ -130,90 +119,13 @@ def clean(as_json: bool = JsonOpt) -> None:
 def show(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
     """List a lab's nodes and pods, like `kubectl get nodes,pods -o wide`."""
     need_root("show")
-    the_lab = lifecycle.load_up(state.only_lab(lab))
+    from . import show as S
+    from ..runtime import running
+    the_lab = running.load_up(state.only_lab(lab))
     if as_json:
-        out.print_json(data=_show_data(the_lab))
+        out.print_json(data=S.data(the_lab))
     else:
-        _render_show(the_lab)
-
-
-def _show_data(lab: model.Lab) -> dict:
-    statuses = lifecycle.pod_status(lab)
-    return {
-        "lab": lab.name, "source": lab.source, "backend": lab.backend, "underlay": lab.underlay,
-        "mtu": lab.mtu, "segments": list(lab.segments), "router": lab.router_ns or None,
-        "nodes": [{"name": n.name, "namespace": n.ns, "ip": n.ip, "podCIDR": n.pod_cidr,
-                   "cni0": n.gateway, "pods": len(lab.pods_on(n.name))} for n in lab.nodes],
-        "pods": [{"name": s.pod.name, "namespace": s.pod.ns, "ip": s.pod.ip, "node": s.pod.node,
-                  "mode": "host" if s.pod.host_network else "pod", "ready": f"{s.running}/{len(s.pod.containers)}",
-                  "status": _pod_status_word(s),
-                  "containers": [c.name for c in s.pod.containers]} for s in statuses],
-        **_docker_show_data(lab),
-    }
-
-
-def _docker_show_data(lab: model.Lab) -> dict:
-    """Docker containers (like `docker ps`) and the outside world, for `show`."""
-    data: dict = {"containers": [], "docker0": {
-        n.name: {"cidr": n.docker_cidr, "address": n.docker_gw} for n in lab.nodes
-        if lab.containers_on(n.name)}}
-    for s in lifecycle.container_status(lab):
-        c, node = s.container, lab.node(s.container.node)
-        data["containers"].append({
-            "name": c.name, "namespace": c.ns, "ip": c.ip, "node": c.node, "mode": c.mode,
-            "ready": f"{int(s.running)}/1",
-            "status": "Missing" if not s.present else "Running" if s.running else "Degraded",
-            "ports": [f"{node.ip}:{p.host_port}->{p.container_port}/{p.proto}" for p in c.published],
-            "ignored_ports": [str(p) for p in c.ports if p not in c.published]})
-    if lab.outside:
-        data["outside"] = {"namespace": lab.outside.ns, "ip": lab.outside.ip,
-                           "port": lab.outside.port, "router": lab.outside.router}
-    return data
-
-
-def _pod_status_word(s: lifecycle.PodStatus) -> str:
-    if not s.present:
-        return "Missing"
-    return "Running" if s.running == len(s.pod.containers) else "Degraded"
-
-
-def _render_show(lab: model.Lab) -> None:
-    data = _show_data(lab)
-    out.print(f"lab {lab.name} from {lab.source}; underlay {lab.underlay}; backend {lab.backend}; "
-              f"pod MTU {lab.mtu}\n")
-    if lab.router_ns:
-        out.print(f"segments joined by router {lab.router_ns} at {', '.join(lab.router_ips)}\n")
-    nodes = _table("NODE", "IP", "POD SUBNET", "CNI0", "PODS", "NAMESPACE")
-    for n in data["nodes"]:
-        nodes.add_row(n["name"], n["ip"], n["podCIDR"], n["cni0"], str(n["pods"]), n["namespace"])
-    out.print(nodes)
-    out.print()
-    pods = _table("NAME", "READY", "STATUS", "IP", "NODE", "MODE", "CONTAINERS", "NAMESPACE")
-    for p in data["pods"]:
-        pods.add_row(p["name"], p["ready"], p["status"], p["ip"], p["node"], p["mode"],
-                     ",".join(p["containers"]) or "-", p["namespace"])
-    for c in data["containers"]:
-        pods.add_row(c["name"], c["ready"], c["status"], c["ip"] or "-", c["node"], c["mode"],
-                     c["name"], c["namespace"])
-    out.print(pods)
-    _render_docker_extra(data)
-
-
-def _render_docker_extra(data: dict) -> None:
-    ports = [(c["name"], p) for c in data["containers"] for p in c["ports"]]
-    ignored = [(c["name"], c["mode"], p) for c in data["containers"] for p in c["ignored_ports"]]
-    if ports or ignored:
-        out.print()
-        table = _table("CONTAINER", "PUBLISHED PORT")
-        for name, p in ports:
-            table.add_row(name, p)
-        for name, mode, p in ignored:
-            table.add_row(name, f"{p} ignored: {mode} mode publishes nothing")
-        out.print(table)
-    if "outside" in data:
-        o = data["outside"]
-        out.print(f"\noutside world: web server {o['ip']}:{o['port']} behind router {o['router']} "
-                  f"(the nodes' default gateway), namespace {o['namespace']}")
+        S.render(the_lab)
 
 
 @app.command()
@@ -223,7 +135,8 @@ def status(as_json: bool = JsonOpt) -> None:
     for name in state.labs():
         info = state.LabState(name).info()
         try:
-            lab = lifecycle.load_up(name)
+            from ..runtime import running
+            lab = running.load_up(name)
             spaces = lab.namespaces if "@" not in name else tuple(p.ns for p in lab.pods)
             present = sum(os.path.exists(f"/run/netns/{ns}") for ns in spaces)
             rows.append({"lab": name, "source": lab.source, "nodes": len(lab.nodes),
@@ -255,6 +168,7 @@ def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameO
     if node is not None and node not in [n.name for n in lab.nodes]:
         raise NetlabError(f"--node {node}: lab {lab.name} has no node '{node}': use one of "
                           f"{', '.join(n.name for n in lab.nodes)}")
+    from .. import plan
     ops = plan.build(lab) if node is None else plan.build_node(lab, node, underlay)
     sys.stdout.write(plan.script(lab, ops, node))
 
@@ -275,15 +189,14 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
         name, target, command = state.only_lab(None), args[0], args[1:]
     ns = _target_ns(name, target)
     if ns is None:
-        lab = lifecycle.load_up(name)
-        known = ", ".join([p.name for p in lab.pods] + [n.name for n in lab.nodes]
-                          + [c.name for c in lab.containers])
+        from ..runtime import running
+        known = ", ".join(p.name for p in places(running.load_up(name)))
         raise NetlabError(f"lab {name} has no pod or node '{target}': use one of {known}")
     if command[:1] == ["--"]:
         command = command[1:]
     command = command or [os.environ.get("SHELL", "/bin/sh")]
-    from . import kernel  # only here: exec replaces this process inside the namespace
-    kernel.enter(ns)
+    from ..runtime import kernel  # only here: exec replaces this process inside the namespace
+    kernel.enter_like_ip_netns_exec(ns)
     try:
         os.execvp(command[0], command)
     except FileNotFoundError:
@@ -292,14 +205,12 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
 
 
 def _target_ns(name: str, target: str) -> Optional[str]:
+    from ..runtime import running
     try:
-        lab = lifecycle.load_up(name)
+        lab = running.load_up(name)
     except NetlabError:
         return None
-    for obj in list(lab.pods) + list(lab.nodes) + list(lab.containers):
-        if obj.name == target:
-            return obj.ns
-    return None
+    return next((p.ns for p in places(lab) if p.name == target), None)
 
 
 @app.command()
@@ -315,7 +226,7 @@ def graph(target: Optional[str] = typer.Argument(None, metavar="[SCENARIO|LAB]",
           verify: bool = typer.Option(False, "--verify", help="Colour pods and links by the "
                                                               "last `netlab verify`.")) -> None:
     """Draw the lab: namespaces, bridges, veth pairs, routes between nodes (Graphviz)."""
-    from . import graph as G, look
+    from ..view import graph as G, look
     fmt = fmt or (output.suffix[1:] if output and output.suffix[1:] in G.FORMATS else
                   "mermaid" if output and output.suffix in (".mmd", ".mermaid") else "svg")
     if fmt not in G.FORMATS:
@@ -340,7 +251,7 @@ def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
           as_json: bool = JsonOpt) -> None:
     """Show the path a packet takes, namespace by namespace, and where it stops (ip route get)."""
     need_root("trace")
-    from . import look, trace as T
+    from ..view import look, trace as T
     lab, walked, names = look.trace(args)
     if as_json:
         out.print_json(data=walked.to_dict())
@@ -363,31 +274,33 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
                                                 help="Run only the checks from this pod or node."),
            node: Optional[str] = NodeOpt) -> None:
     """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
-    from . import verify as V
-    unknown = [r for r in only or [] if r not in V.RULES]
+    from ..features import RULES
+    from ..verify import engine as V
+    unknown = [r for r in only or [] if r not in RULES]
     if unknown:
-        raise NetlabError(f"--only: unknown rule '{unknown[0]}': use one of {', '.join(V.RULES)}")
+        raise NetlabError(f"--only: unknown rule '{unknown[0]}': use one of {', '.join(RULES)}")
     need_root("verify")
     name = state.only_lab(f"{lab}@{node}" if lab and node else lab)
     if "@" in name:   # a node on this host (up --node): its own checks, to pods everywhere
-        from . import node_cli
+        from . import node as node_cli
         return _emit_report(node_cli.verify(name, only or ()), as_json, junit)
     if not state.LabState(name).exists():
         raise NetlabError(f"lab {name} is not up: see `netlab status`")
-    the_lab = lifecycle.load_up(name)
-    names = [p.name for p in the_lab.pods] + [n.name for n in the_lab.nodes] + [
-        c.name for c in the_lab.containers]
+    from ..runtime import running
+    the_lab = running.load_up(name)
+    names = [p.name for p in places(the_lab)]
     if source is not None and source not in names:
         raise NetlabError(f"--from: lab {name} has no pod or node '{source}': use one of "
                           f"{', '.join(names)}")
     report = V.run(the_lab, V.derive(the_lab, only or (), source))
-    V.save(report)
+    from ..verify import report as R
+    R.save(report)
     _emit_report(report, as_json, junit)
 
 
 def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:
     """Print a verify report (table or JSON), write its JUnit file, exit 1 if a check failed."""
-    from . import verify as V
+    from ..verify import report as V
     if junit is not None:
         try:
             junit.write_text(V.render_junit(report))
@@ -403,12 +316,12 @@ def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:
 
 
 def _up_node(lab: model.Lab, node: str, underlay: str, as_json: bool) -> None:
-    from . import node_cli
+    from . import node as node_cli
     node_cli.up(lab, node, underlay, as_json)
 
 
 def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
-    from . import node_cli
+    from . import node as node_cli
     node_cli.down(lab, node, as_json)
 
 

@@ -1,0 +1,32 @@
+"""The console: where the CLI's output goes, its tables, and the one exit-code policy.
+
+Every command prints through `out`; tables are not cut to 80 columns when piped (a learner's
+`| less` or a test reads them whole). Errors leave through cli.main() only: a NetlabError's message
+on stderr and its code (errors.EXIT_USAGE 2 for bad input, usage, a lab that is not up, missing
+root; errors.EXIT_FAILED 1 for a failed step or check).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from ..core.errors import NetlabError
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def need_root(command: str) -> None:
+    if os.geteuid() != 0:
+        raise NetlabError(f"netlab {command} changes or reads network namespaces and needs root: "
+                          f"run it with sudo (sudo netlab {command} ...)")
+
+
+def table(*columns: str) -> Table:
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    return t

@@ -1,0 +1,238 @@
+"""Operations: the steps that build a lab, each a small frozen dataclass that knows its iproute2 (or
+nft, sysctl) equivalent, `ip()`, so a plan renders as a shell script that builds the same lab.
+
+Pure: no kernel. runtime.kernel applies the same operations through netlink; `Spawn` operations
+start the lab's processes (runtime.workloads).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from .lab import NETEXEC, Container, Lab, netexec_argv
+
+MARK = "netlab:"  # the alias put on `lo` of every namespace netlab creates: "netlab:<lab>"
+
+
+def _q(*words: str) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+HERE = ""  # an op's ns: the namespace netlab runs in (a real host, `up --node`), not a named one
+
+
+def _n(ns: str) -> str:
+    return f"-n {_q(ns)} " if ns != HERE else ""
+
+
+def _x(ns: str) -> str:
+    return f"ip netns exec {_q(ns)} " if ns != HERE else ""
+
+
+@dataclass(frozen=True)
+class NetnsAdd:
+    """Create a named network namespace, bring its `lo` up and mark it as the lab's."""
+    ns: str
+    lab: str
+
+    def ip(self) -> str:
+        return (f"ip netns add {_q(self.ns)}\n"
+                f"ip {_n(self.ns)}link set lo up alias {_q(MARK + self.lab)}")
+
+
+@dataclass(frozen=True)
+class BridgeAdd:
+    ns: str
+    ifname: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link add {_q(self.ifname)} type bridge"
+
+
+@dataclass(frozen=True)
+class VethAdd:
+    """A veth pair made in `ns` whose peer is created straight inside `peer_ns`."""
+    ns: str
+    ifname: str
+    peer_ns: str
+    peer: str
+
+    def ip(self) -> str:
+        return (f"ip {_n(self.ns)}link add {_q(self.ifname)} type veth "
+                f"peer name {_q(self.peer)} netns {_q(self.peer_ns)}")
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    ns: str
+    ifname: str
+    master: Optional[str] = None
+
+    def ip(self) -> str:
+        master = f" master {_q(self.master)}" if self.master else ""
+        return f"ip {_n(self.ns)}link set {_q(self.ifname)}{master} up"
+
+
+@dataclass(frozen=True)
+class AddrAdd:
+    ns: str
+    ifname: str
+    address: str
+    prefixlen: int
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}addr add {self.address}/{self.prefixlen} dev {_q(self.ifname)}"
+
+
+@dataclass(frozen=True)
+class RouteAdd:
+    ns: str
+    dst: str          # "default" or a CIDR
+    via: str
+    dev: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}route add {self.dst} via {self.via} dev {_q(self.dev)}"
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    """A sysctl under /proc/sys/net, set inside a namespace (never the root one)."""
+    ns: str
+    key: str          # dotted, e.g. net.ipv4.ip_forward
+    value: str
+
+    def ip(self) -> str:
+        return f"{_x(self.ns)}sysctl -qw {self.key}={self.value}"
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """Start a workload process inside a namespace, detached, its output to a log."""
+    ns: str
+    owner: str        # pod (or node) name
+    name: str         # container name
+    argv: tuple[str, ...]
+
+    def ip(self) -> str:
+        return f"{_x(self.ns)}setsid -f {_q(*self.argv)} </dev/null >/dev/null 2>&1"
+
+
+@dataclass(frozen=True)
+class NftApply:
+    """Load an nftables ruleset inside a namespace with `nft -f -` (never in the root one)."""
+    ns: str
+    ruleset: str
+
+    def ip(self) -> str:
+        return f"{_x(self.ns)}nft -f - <<'EOF'\n{self.ruleset.rstrip()}\nEOF"
+
+
+
+
+@dataclass(frozen=True)
+class LinkMtu:
+    ns: str
+    ifname: str
+    mtu: int
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} mtu {self.mtu}"
+
+
+@dataclass(frozen=True)
+class VxlanAdd:
+    """A VXLAN device (flannel.1): unicast to the peers in its fdb, learning off, no multicast."""
+    ns: str
+    ifname: str
+    vni: int
+    local: str        # this node's underlay IP, the outer source address
+    dev: str          # the underlay link the outer packets leave by
+    port: int         # UDP destination port
+    mac: str
+    mtu: int
+
+    def ip(self) -> str:
+        return (f"ip {_n(self.ns)}link add {_q(self.ifname)} address {self.mac} mtu {self.mtu} "
+                f"type vxlan id {self.vni} local {self.local} dev {_q(self.dev)} "
+                f"dstport {self.port} nolearning")
+
+
+@dataclass(frozen=True)
+class NeighAdd:
+    """A permanent neighbour entry: the peer VTEP's address -> its MAC (no ARP over the overlay)."""
+    ns: str
+    dev: str
+    address: str
+    mac: str
+
+    def ip(self) -> str:
+        return (f"ip {_n(self.ns)}neigh add {self.address} lladdr {self.mac} "
+                f"dev {_q(self.dev)} nud permanent")
+
+
+@dataclass(frozen=True)
+class FdbAppend:
+    """A VXLAN forwarding entry: frames to `mac` go in UDP to the node at `dst`."""
+    ns: str
+    dev: str
+    mac: str
+    dst: str
+
+    def ip(self) -> str:
+        return (f"bridge {_n(self.ns)}fdb append {self.mac} dev {_q(self.dev)} dst {self.dst} "
+                f"self permanent")
+
+
+@dataclass(frozen=True)
+class OnlinkRouteAdd:
+    """A route whose gateway is on no subnet of the device (flannel's `via 10.244.2.0 onlink`)."""
+    ns: str
+    dst: str
+    via: str
+    dev: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}route add {self.dst} via {self.via} dev {_q(self.dev)} onlink"
+
+
+Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd]
+
+
+NETEXEC_PY = str(Path(__file__).parent.parent / "netexec.py")
+
+
+def argv_of(container: Container) -> tuple[str, ...]:
+    """The command line that runs a container; the built-in server is a standalone script that
+    runs under this Python without site-packages (-I -S: fast to start, small in memory)."""
+    if container.image == NETEXEC:
+        return (sys.executable, "-I", "-S", NETEXEC_PY) + container.argv[1:]
+    return container.argv
+
+
+
+
+def netexec(ns: str, owner: str, name: str, port: int) -> Spawn:
+    """netlab's own server, answering as `owner`, started in `ns`."""
+    return Spawn(ns, owner, name, argv_of(Container(name=name, argv=netexec_argv(owner, port),
+                                                    port=port, image=NETEXEC)))
+
+
+def script(lab: Lab, ops: list[Op], node: Optional[str] = None) -> str:
+    """The plan as a shell script that builds the same lab (or, with `node`, that node's part on
+    this host) with iproute2."""
+    if node is None:
+        undo = (f"# Run as root. Its namespaces carry netlab's mark, so `netlab down {lab.name}` "
+                f"removes this lab too.")
+    else:
+        undo = ("# Run as root on the node's host. It changes this host's own network stack, "
+                "and netlab keeps no record of it: undo it by hand.")
+    head = ["#!/bin/sh",
+            f"# netlab plan for lab '{lab.name}'{f' (node {node})' if node else ''} from "
+            f"{lab.source}: {len(ops)} operations.", undo, "set -e"]
+    return "\n".join(head + [op.ip() for op in ops]) + "\n"

@@ -1,0 +1,1 @@
+"""What touches the running system: the kernel (netlink), processes, state, locks, preflight."""

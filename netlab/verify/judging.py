@@ -1,0 +1,222 @@
+"""Judging: each check's outcome against what it expects, and, for a packet that did not arrive,
+where it stopped (the routes on its way, then a trace of the kernel's state): the reason a failure
+gives.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from typing import Optional
+
+from ..core.lab import Lab
+from ..runtime import kernel as K
+from .checks import REACHABLE, UNREACHABLE, Check, Server
+from .probes import HttpOut, MtuOut, PingOut
+from .report import Result
+
+
+def _judge_addr(c: Check, seen: dict[str, list[str]], owners: dict[str, list[str]]) -> Result:
+    addrs = seen.get(c.ns, [])
+    if addrs and addrs[0].startswith("error:"):
+        return Result(c, False, "-", f"cannot read eth0 in {c.ns}: {addrs[0][7:]}")
+    if not addrs:
+        return Result(c, False, "no address", f"eth0 in {c.ns} has no IPv4 address")
+    observed = ", ".join(addrs)
+    outside = [a for a in addrs if ipaddress.IPv4Address(a) not in ipaddress.IPv4Network(c.subnet)]
+    if outside:
+        return Result(c, False, observed, f"{outside[0]} is outside {c.dst}'s pod subnet {c.subnet}")
+    shared = [a for a in addrs if len(owners.get(a, [])) > 1]
+    if shared:
+        others = [o for o in owners[shared[0]] if o != c.src]
+        return Result(c, False, observed, f"{shared[0]} is also the address of {', '.join(others)}")
+    if c.target not in addrs:
+        return Result(c, False, observed, f"the scenario gives {c.src} {c.target}, the kernel has "
+                                          f"{observed}")
+    return Result(c, True, observed)
+
+
+def _judge_ping(c: Check, out: PingOut) -> Result:
+    observed = "reply" if out.alive else out.detail or "no reply"
+    return Result(c, out.alive == (c.expect == REACHABLE), observed)
+
+
+def _judge_http(c: Check, out: HttpOut) -> Result:
+    if not out.connected:
+        observed = out.error or "no connection"
+        return Result(c, c.expect == UNREACHABLE, observed)
+    if c.expect == UNREACHABLE:
+        return Result(c, False, f"connected (HTTP {out.code})",
+                      f"{c.target}:{c.port} accepted a connection from {c.src}")
+    if out.code != "200":
+        return Result(c, False, f"HTTP {out.code}", out.error or f"the server answered HTTP {out.code}")
+    if c.body is not None:
+        ok = out.body == c.body
+        return Result(c, ok, repr(out.body), "" if ok else f"expected the answer {c.body!r}")
+    if c.nat is None:
+        return Result(c, True, "connected")
+    saw = out.body.rsplit(":", 1)[0]
+    observed = f"sees {saw}"
+    if c.nat is False and saw not in c.sees:
+        sent = f"; the client sent from {out.local_ip}" if out.local_ip else ""
+        on_way = [ns for ns, _, way in c.hops[1:] if way == "forward"] or [c.ns]
+        look = " or ".join(f"`ip netns exec {ns} nft list ruleset`" for ns in on_way)
+        return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} (the "
+                                          f"client's own address){sent}: something on the way "
+                                          f"rewrites the source (look for masquerade: {look})")
+    if c.nat is True and saw in c.sees:
+        return Result(c, False, observed, f"no NAT: the server saw the client's own address {saw}")
+    return Result(c, True, observed)
+
+
+def _judge_addrs(c: Check, addrs: list[str]) -> Result:
+    if addrs and addrs[0].startswith("error:"):
+        return Result(c, False, "-", f"cannot read the addresses of {c.ns}: {addrs[0][7:]}")
+    observed = ", ".join(addrs) or "none"
+    lacking = [a for a in c.addrs if a not in addrs]
+    if lacking:
+        return Result(c, False, observed, f"{c.ns} has no address {lacking[0]}")
+    extra = [a for a in addrs if a not in c.addrs]
+    if c.only and extra:
+        return Result(c, False, observed, f"{c.ns} also has {', '.join(extra)}")
+    return Result(c, True, observed)
+
+
+def _judge_answer(c: Check, out: HttpOut) -> Result:
+    """A Docker check's request (HTTP or UDP): who answered, and the address it saw."""
+    proto = "HTTP" if c.method == "http" else "UDP"
+    if not out.connected:
+        return Result(c, c.expect == UNREACHABLE, out.error or "no answer")
+    if c.method == "http" and out.code != "200":
+        who = f"HTTP {out.code}"
+    else:
+        who = out.body
+    if c.expect == UNREACHABLE:
+        ok = who != c.not_by
+        return Result(c, ok, f"answered by {who}", "" if ok else
+                      f"{c.not_by} answered {c.src} at {c.target}:{c.port} ({proto})")
+    if c.body is not None:
+        ok = who == c.body
+        return Result(c, ok, repr(who), "" if ok else f"{c.target}:{c.port} ({proto}) was "
+                                                      f"answered by {who!r}, not {c.body!r}")
+    saw = out.body.rsplit(":", 1)[0]
+    ok = saw in c.sees
+    return Result(c, ok, f"sees {saw}", "" if ok else f"the server saw {saw}, expected "
+                                                      f"{c.sees[0]}")
+
+
+def _judge_mtu(c: Check, out: MtuOut) -> Result:
+    size = out.mtu - 28
+    observed = f"{size} B: " + ("reply" if out.alive else out.detail)
+    if out.alive:
+        return Result(c, True, observed)
+    note = "" if size == c.size else (f"eth0 in {c.ns} has MTU {out.mtu}, the lab's pods "
+                                      f"{c.size + 28}; ")
+    return Result(c, False, observed, f"{note}a {size}-byte ping with DF set from {c.src} to "
+                                      f"{c.target} got {out.detail}: a packet as large as its MTU "
+                                      f"allows does not cross ({c.why})")
+
+
+class _Routes:
+    """`ip route get` per (namespace, address), cached: where a lost packet had no way on."""
+
+    def __init__(self, lab: Optional[Lab] = None):
+        self.cache: dict[tuple[str, str], str] = {}
+        self.lab = lab
+        self.snap = None
+        self.traces: dict[tuple[str, str], str] = {}
+
+    def stopped(self, ns: str, address: str) -> str:
+        """Where `netlab trace` (the kernel's routes, links and neighbours) stops the packet."""
+        key = (ns, address)
+        if key not in self.traces:
+            self.traces[key] = ""
+            try:
+                from ..view import look
+                self.snap = self.snap or look.live_snapshot(self.lab)
+                t = look.live_trace(self.lab, ns, address, self.snap)
+                if not t.arrived and t.reason:
+                    self.traces[key] = t.reason
+            except Exception:  # the trace only adds detail; the reason stands without it
+                pass
+        return self.traces[key]
+
+    def error(self, ns: str, address: str) -> str:
+        key = (ns, address)
+        if key not in self.cache:
+            if not K.netns_exists(ns):
+                self.cache[key] = f"namespace {ns} does not exist"
+            else:
+                proc = subprocess.run(["ip", "-n", ns, "route", "get", address],
+                                      capture_output=True, text=True, timeout=10)
+                msg = (proc.stderr.strip().splitlines() or [""])[-1]
+                self.cache[key] = "" if proc.returncode == 0 else (
+                    f"no route to {address} in {ns} (`ip -n {ns} route get {address}`: "
+                    f"{msg.removeprefix('RTNETLINK answers: ')})")
+        return self.cache[key]
+
+    def where(self, c: Check, detail: str) -> str:
+        for ns, address, way in c.hops:
+            if ns is None:
+                continue
+            err = self.error(ns, address)
+            if err:
+                return f"{err}" + (" on the way back" if way == "return" else "")
+        hint = f" ({detail})" if detail and detail not in ("no reply", "no connection") else ""
+        for ns, address, way in c.hops if self.lab is not None else ():
+            stop = self.stopped(ns, address) if ns else ""
+            if stop:
+                back = " on the way back" if way == "return" else ""
+                return (f"{c.src} got no answer from {c.target}{hint}: the packet stops{back}: "
+                        f"{stop}")
+        return (f"{c.src} got no answer from {c.target}{hint}; every namespace on the way has a "
+                f"route, so look for a firewall rule or a link that is down")
+
+
+def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
+          problems: dict[Server, str], missing: set[str], custom: Optional[dict] = None
+          ) -> list[Result]:
+    custom = custom or {}
+    owners: dict[str, list[str]] = {}
+    for c in checks:
+        if c.method == "addr":
+            for a in seen.get(c.ns, []):
+                owners.setdefault(a, []).append(c.src)
+    routes = _Routes(lab)
+    results = []
+    for i, c in enumerate(checks):
+        if c.method != "addr" and c.ns in missing:
+            results.append(Result(c, False, "not run", f"cannot run: namespace {c.ns} does not "
+                                                       f"exist (is the lab up? netlab status)"))
+            continue
+        if c.server is not None and c.server in problems:
+            results.append(Result(c, False, "not run", f"cannot run: {problems[c.server]}"))
+            continue
+        if c.method == "addr":
+            r = _judge_addr(c, seen, owners)
+        elif c.method == "addrs":
+            r = _judge_addrs(c, https[i])
+        elif c.method == "mtu":
+            r = _judge_mtu(c, https[i])
+            if not r.ok and not re.search(r"mtu|frag|too long", https[i].detail, re.I):
+                r.reason = ""       # not a matter of size: say where the packet stopped
+        elif c.method == "ping":
+            r = _judge_ping(c, pings[c.ns][c.target])
+        elif c.method in custom:
+            r = custom[c.method].judge(c, https[i])
+        elif c.asks:
+            r = _judge_answer(c, https[i])
+        else:
+            r = _judge_http(c, https[i])
+        if not r.ok and not r.reason:
+            if c.expect == UNREACHABLE:
+                r.reason = f"{c.target} answered {c.src}, but the check expects it unreachable"
+            else:
+                r.reason = routes.where(c, r.observed)
+        if not r.ok and c.why and c.method != "mtu":
+            r.reason += f" ({c.label}: {c.why})"
+        results.append(r)
+    return results
+
+
