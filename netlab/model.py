@@ -106,7 +106,9 @@ def _describe(loc: Loc, data: Any) -> str:
     for i, key in enumerate(loc):
         if isinstance(key, int) and isinstance(cur, list) and key < len(cur):
             item = cur[key]
-            kind = _kind(str(loc[i - 1])) if i and isinstance(item, dict) else "item"
+            # A list of sections (nodes, pods, services...) names its items; a list of values not.
+            section = i and _model_at(loc[:i]) is not _model_at(loc[:i - 1])
+            kind = _kind(str(loc[i - 1])) if section else "item"
             name = item.get("name") if isinstance(item, dict) else None
             parts.append(f"{kind} '{name}'" if isinstance(name, str) else f"{kind} #{key + 1}")
             cur = item

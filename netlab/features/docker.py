@@ -26,6 +26,7 @@ listed must be there (and, with `only`, nothing else).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Optional, Union
@@ -179,7 +180,9 @@ def _docker_containers(spec: Any, b: Build, by_name: dict) -> tuple[DockerContai
                     take(p.node, "tcp", c.port or DEFAULT_PORT, f"pod '{p.name}' (hostNetwork)",
                          ("pods", i, "containers", j, "port"))
 
-    free = {n: (str(h) for h in list(ipaddress.IPv4Network(node.docker_cidr).hosts())[1:])
+    # Lazily: a /16 has 65,534 hosts, and most labs take none of them (hosts() is a generator).
+    free = {n: (str(h) for h in
+                itertools.islice(ipaddress.IPv4Network(node.docker_cidr).hosts(), 1, None))
             for n, node in by_name.items()}
     out: list[DockerContainer] = []
     for i, c in enumerate(spec.containers):

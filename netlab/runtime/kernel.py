@@ -104,6 +104,46 @@ def enter(ns: str) -> None:
     os.close(fd)
 
 
+CLONE_NEWNS = 0x00020000
+MS_SLAVE = 1 << 19
+ETC_NETNS = "/etc/netns"
+
+
+def etc_files(ns: str) -> None:
+    """What `ip netns exec` does after setns: a mount namespace of this process's own in which each
+    file of /etc/netns/<ns>/ is bind-mounted over its namesake in /etc (a pod's own resolv.conf,
+    hosts), and /sys shows the network namespace's own devices. Call it in the process that will
+    exec (a child before exec, or `netlab exec`), never in netlab's own threads."""
+    if ns == P.HERE:
+        return
+    own = os.path.join(ETC_NETNS, ns)
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # Mounts made here must not propagate back to the host's mount namespace.
+    _check(_libc.mount(b"none", b"/", None, MS_SLAVE | MS_REC, None), "mount --make-rslave /")
+    if _libc.umount2(b"/sys", MNT_DETACH) == 0:
+        _libc.mount(ns.encode(), b"/sys", b"sysfs", 0, None)
+    try:
+        entries = sorted(os.listdir(own))
+    except OSError:
+        return
+    for entry in entries:
+        src, dst = os.path.join(own, entry), os.path.join("/etc", entry)
+        if os.path.exists(dst):
+            _check(_libc.mount(src.encode(), dst.encode(), b"none", MS_BIND, None),
+                   f"mount --bind {src} {dst}")
+
+
+def has_etc_files(ns: str) -> bool:
+    return ns != P.HERE and os.path.isdir(os.path.join(ETC_NETNS, ns))
+
+
+def enter_like_ip_netns_exec(ns: str) -> None:
+    """Move this process into `ns` for good, with its /etc/netns files, as `ip netns exec` does."""
+    enter(ns)
+    if has_etc_files(ns):
+        etc_files(ns)
+
+
 _shared_done = False
 
 
