@@ -316,9 +316,12 @@ def node_resolv_conf(nameserver: str = DEFAULT_NAMESERVER, domain: str = DEFAULT
     A real node's resolver is the site's; a lab has none (nothing routes to the real network and
     the host's /etc/resolv.conf names a server the lab cannot reach), so the node asks the
     cluster DNS. The search path has no namespace (a node is in none): `web.shop` resolves,
-    `web` does not. ndots stays at 1: a dotted name is tried as given first, then searched."""
+    `web` does not. ndots:2 makes `web.shop` try the search list first: with the default ndots:1
+    glibc still finds it after `web.shop.` fails, but dig and nslookup (bind9's resolver) stop at
+    that NXDOMAIN, and `nslookup web.shop` on a node is what a lesson shows."""
     return (f"search svc.{domain} {domain}\n"
-            f"nameserver {nameserver}\n")
+            f"nameserver {nameserver}\n"
+            "options ndots:2\n")
 
 
 def resolv_conf_for(namespace: str, dns_policy: str = "ClusterFirst", host_network: bool = False,

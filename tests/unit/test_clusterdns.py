@@ -157,7 +157,8 @@ def test_corefile_is_kubeadms():
 def test_resolv_confs():
     assert resolv_conf("shop") == ("search shop.svc.cluster.local svc.cluster.local "
                                    "cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n")
-    assert node_resolv_conf() == "search svc.cluster.local cluster.local\nnameserver 10.96.0.10\n"
+    assert node_resolv_conf() == ("search svc.cluster.local cluster.local\n"
+                                  "nameserver 10.96.0.10\noptions ndots:2\n")
     assert resolv_conf_for("shop", "Default") == node_resolv_conf()
     assert resolv_conf_for("shop", "ClusterFirst", host_network=True) == node_resolv_conf()
     assert resolv_conf_for("shop", "ClusterFirstWithHostNet", host_network=True) == \

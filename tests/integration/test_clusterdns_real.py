@@ -1,0 +1,241 @@
+"""Real dnsmasq, configured by netlab.clusterdns, answering Kubernetes' DNS schema.
+
+Namespaces made by hand (no lab yet): a "DNS pod" and two client pods, one in Kubernetes namespace
+shop and one in default, joined by a bridge in a fourth namespace. dnsmasq runs in the DNS pod on
+its pod IP; each client has /etc/netns/<netns>/resolv.conf as kubelet would write it (pointing
+straight at the DNS pod's IP here: the kube-dns Service in front comes with the lab wiring).
+Real dig, nslookup and getent (glibc) run in the clients with `ip netns exec`, which bind-mounts
+that file over /etc/resolv.conf."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from netlab import clusterdns as cd
+from tests.conftest import requires_root, unique_name
+
+pytestmark = requires_root
+
+DNS_IP = "10.244.1.10"
+SHOP_IP, DEFAULT_IP, NODE_IP = "10.244.1.11", "10.244.1.12", "10.244.1.13"
+HEADLESS = ["10.244.1.20", "10.244.1.21", "10.244.1.22"]
+POD_CIDR = "10.244.0.0/16"
+
+SERVICES = [
+    cd.Service("web", "shop", cluster_ip="10.96.0.20", ports=[cd.Port(80, "http")]),
+    cd.Service("kube-dns", "kube-system", cluster_ip="10.96.0.10",
+               ports=[cd.Port(53, "dns", "UDP"), cd.Port(53, "dns-tcp", "TCP")],
+               endpoints=[cd.Endpoint(DNS_IP, pod="coredns")]),
+    cd.Service("db", "shop", ports=[cd.Port(5432, "pg")],
+               endpoints=[cd.Endpoint(HEADLESS[0], pod="db-0"), cd.Endpoint(HEADLESS[1], pod="db-1"),
+                          cd.Endpoint(HEADLESS[2]), cd.Endpoint("10.244.1.23", ready=False)]),
+    cd.Service("ext", "shop", type="ExternalName", external_name="www.example.com"),
+]
+PODS = [
+    cd.Pod("coredns", "kube-system", DNS_IP),
+    cd.Pod("client", "shop", SHOP_IP),
+    cd.Pod("client", "default", DEFAULT_IP),
+    cd.Pod("db-0", "shop", HEADLESS[0], hostname="db-0", subdomain="db"),
+    cd.Pod("db-1", "shop", HEADLESS[1], hostname="db-1", subdomain="db"),
+]
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=30)
+
+
+def root_view() -> tuple[str, str, bytes]:
+    return (sh("ip", "addr").stdout, sh("ip", "route").stdout, Path("/etc/resolv.conf").read_bytes())
+
+
+def listening(netns: str) -> bool:
+    out = sh("ip", "netns", "exec", netns, "ss", "-Hlnu", "sport", "=", ":53").stdout
+    tcp = sh("ip", "netns", "exec", netns, "ss", "-Hlnt", "sport", "=", ":53").stdout
+    return f"{DNS_IP}:53" in out and f"{DNS_IP}:53" in tcp
+
+
+@pytest.fixture
+def dnslab(tmp_path):
+    """The four namespaces, dnsmasq in the DNS pod, the clients' resolv.conf; all removed after,
+    and asserted gone."""
+    before = root_view()
+    name = unique_name("tdns")
+    br, dns, shop, default, node = (f"{name}-{x}" for x in ("br", "dns", "shop", "dflt", "node"))
+    made: list[str] = []
+    proc = None
+    state = tmp_path / "dns"
+    state.mkdir()
+    files = cd.DnsmasqFiles(state)
+    try:
+        sh("ip", "netns", "add", br)
+        made.append(br)
+        sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", br, "link", "set", "br0", "up")
+        for k, (ns, ip) in enumerate([(dns, DNS_IP), (shop, SHOP_IP), (default, DEFAULT_IP),
+                                             (node, NODE_IP)]):
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", br, "link", "add", f"p{k}", "type", "veth", "peer", "name", "eth0",
+               "netns", ns)
+            sh("ip", "-n", br, "link", "set", f"p{k}", "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+
+        recs = cd.records(SERVICES, PODS)
+        files.conf.write_text(cd.dnsmasq_conf(
+            recs, DNS_IP, files, pod_cidrs=[POD_CIDR],
+            namespaces=cd.namespaces_of(SERVICES, PODS), log_queries=True))
+        proc = subprocess.Popen(["ip", "netns", "exec", dns, *cd.dnsmasq_argv(files)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(100):
+            if listening(dns) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"dnsmasq exited: {proc.communicate()}"
+        assert listening(dns), "dnsmasq never listened on the pod IP"
+
+        cd.write_netns_resolv(shop, cd.resolv_conf("shop", nameserver=DNS_IP))
+        cd.write_netns_resolv(default, cd.resolv_conf("default", nameserver=DNS_IP))
+        cd.write_netns_resolv(node, cd.node_resolv_conf(nameserver=DNS_IP))
+        yield {"shop": shop, "default": default, "node": node, "dns": dns, "files": files, "proc": proc}
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
+        for ns in (shop, default, node):
+            cd.remove_netns_resolv(ns)
+        leftover_pids = [sh("ip", "netns", "pids", ns, check=False).stdout.split() for ns in made]
+        for ns in reversed(made):
+            sh("ip", "netns", "del", ns, check=False)
+
+    assert proc.returncode is not None
+    assert leftover_pids == [[] for _ in made], "a process was left in a namespace"
+    for ns in (br, dns, shop, default, node):
+        assert not Path("/run/netns", ns).exists()
+        assert not Path("/etc/netns", ns).exists()
+    assert root_view() == before, "the root namespace or the host's /etc/resolv.conf changed"
+
+
+def dig(ns: str, *args: str) -> str:
+    return sh("ip", "netns", "exec", ns, "dig", "+time=2", "+tries=2", *args).stdout
+
+
+def short(ns: str, *args: str) -> list[str]:
+    return sorted(dig(ns, "+short", *args).split("\n")[:-1])
+
+
+def status(ns: str, *args: str) -> str:
+    for line in dig(ns, *args).splitlines():
+        if "status:" in line:
+            return line.split("status:")[1].split(",")[0].strip()
+    return "no answer"
+
+
+def test_service_names_and_search_path(dnslab):
+    shop, default = dnslab["shop"], dnslab["default"]
+    for ns in (shop, default):
+        assert short(ns, "web.shop.svc.cluster.local") == ["10.96.0.20"]
+        # web.shop: one dot < ndots:5, so the search list is tried, and svc.cluster.local hits
+        assert short(ns, "+search", "web.shop") == ["10.96.0.20"]
+        full = dig(ns, "web.shop.svc.cluster.local")
+        assert f"SERVER: {DNS_IP}#53" in full  # dig took the server from the netns resolv.conf
+    # the short name is namespace scope
+    assert short(shop, "+search", "web") == ["10.96.0.20"]
+    assert status(default, "+search", "web") == "NXDOMAIN"
+    assert short(default, "+search", "web") == []
+
+    ok = sh("ip", "netns", "exec", shop, "nslookup", "web")
+    assert "Address: 10.96.0.20" in ok.stdout and "web.shop.svc.cluster.local" in ok.stdout
+    bad = sh("ip", "netns", "exec", default, "nslookup", "web", check=False)
+    assert bad.returncode != 0 and "NXDOMAIN" in bad.stdout
+    # glibc's resolver, what every program in the pod uses, follows the same file
+    assert sh("ip", "netns", "exec", shop, "getent", "hosts", "web").stdout.split()[0] == \
+        "10.96.0.20"
+    assert sh("ip", "netns", "exec", default, "getent", "hosts", "web", check=False).returncode != 0
+    assert sh("ip", "netns", "exec", default, "getent", "hosts", "web.shop").stdout.split()[0] == \
+        "10.96.0.20"
+
+
+def test_srv_ptr_cname_txt(dnslab):
+    ns = dnslab["default"]
+    assert short(ns, "SRV", "_http._tcp.web.shop.svc.cluster.local") == [
+        "0 100 80 web.shop.svc.cluster.local."]
+    assert short(ns, "SRV", "_dns._udp.kube-dns.kube-system.svc.cluster.local") == [
+        "0 100 53 kube-dns.kube-system.svc.cluster.local."]
+    assert short(ns, "-x", "10.96.0.20") == ["web.shop.svc.cluster.local."]
+    assert short(ns, "-x", "10.96.0.10") == ["kube-dns.kube-system.svc.cluster.local."]
+    assert short(ns, "ext.shop.svc.cluster.local") == ["www.example.com."]
+    assert short(ns, "CNAME", "ext.shop.svc.cluster.local") == ["www.example.com."]
+    assert short(ns, "TXT", "dns-version.cluster.local") == ['"1.1.0"']
+    ns_out = sh("ip", "netns", "exec", ns, "nslookup", "-type=SRV",
+                "_http._tcp.web.shop.svc.cluster.local").stdout
+    assert "service = 0 100 80 web.shop.svc.cluster.local." in ns_out
+
+
+def test_headless_answers_every_ready_endpoint(dnslab):
+    ns = dnslab["shop"]
+    assert short(ns, "db.shop.svc.cluster.local") == sorted(HEADLESS)
+    assert short(ns, "+search", "db") == sorted(HEADLESS)
+    assert short(ns, "db-0.db.shop.svc.cluster.local") == [HEADLESS[0]]
+    assert short(ns, "10-244-1-22.db.shop.svc.cluster.local") == [HEADLESS[2]]
+    assert short(ns, "-x", HEADLESS[1]) == ["db-1.db.shop.svc.cluster.local."]
+    srv = short(ns, "SRV", "_pg._tcp.db.shop.svc.cluster.local")
+    assert [s.split()[-1] for s in srv] == sorted(
+        ["db-0.db.shop.svc.cluster.local.", "db-1.db.shop.svc.cluster.local.",
+         "10-244-1-22.db.shop.svc.cluster.local."])
+    assert {s.split()[2] for s in srv} == {"5432"}
+    lookup = sh("ip", "netns", "exec", ns, "nslookup", "db").stdout
+    assert sorted(line.split()[-1] for line in lookup.splitlines()
+                  if line.startswith("Address:") and "#" not in line) == sorted(HEADLESS)
+
+
+def test_pod_records_and_nxdomain(dnslab):
+    ns = dnslab["default"]
+    assert short(ns, "10-244-1-11.shop.pod.cluster.local") == [SHOP_IP]
+    assert short(ns, "10-244-1-12.default.pod.cluster.local") == [DEFAULT_IP]
+    # any address of the pod range, as CoreDNS's "pods insecure"
+    assert short(ns, "10-244-7-99.shop.pod.cluster.local") == ["10.244.7.99"]
+    # a known pod's reverse names its own namespace
+    assert short(ns, "-x", SHOP_IP) == ["10-244-1-11.shop.pod.cluster.local."]
+    assert short(ns, "-x", DEFAULT_IP) == ["10-244-1-12.default.pod.cluster.local."]
+    for name in ("nope.shop.svc.cluster.local", "web.default.svc.cluster.local",
+                 "10-244-1-11.nons.pod.cluster.local", "nothing.cluster.local", "web."):
+        assert status(ns, name) == "NXDOMAIN", name
+    assert status(ns, "-x", "10.96.0.99") == "NXDOMAIN"
+    # the unready endpoint is not published
+    assert "10.244.1.23" not in short(ns, "db.shop.svc.cluster.local")
+
+
+def test_tcp(dnslab):
+    ns = dnslab["shop"]
+    out = dig(ns, "+tcp", "web.shop.svc.cluster.local")
+    assert "(TCP)" in out and "ANSWER: 1," in out and "10.96.0.20" in out
+    assert short(ns, "+tcp", "db.shop.svc.cluster.local") == sorted(HEADLESS)
+    assert short(ns, "+tcp", "+search", "web") == ["10.96.0.20"]
+    assert status(dnslab["default"], "+tcp", "+search", "web") == "NXDOMAIN"
+
+
+def test_queries_reach_dnsmasq(dnslab):
+    """The answers came from this dnsmasq: its query log names the client."""
+    dig(dnslab["shop"], "web.shop.svc.cluster.local")
+    log = dnslab["files"].log.read_text()
+    assert f"query[A] web.shop.svc.cluster.local from {SHOP_IP}" in log
+
+
+def test_node_resolver(dnslab):
+    """A node (and a dnsPolicy Default or hostNetwork pod) asks the cluster DNS with no namespace
+    in its search path: namespace-qualified names resolve, bare Service names do not."""
+    node = dnslab["node"]
+    assert short(node, "+search", "web.shop") == ["10.96.0.20"]
+    assert short(node, "+search", "web.shop.svc.cluster.local") == ["10.96.0.20"]
+    assert status(node, "+search", "web") == "NXDOMAIN"
+    out = sh("ip", "netns", "exec", node, "nslookup", "web.shop").stdout
+    assert "Address: 10.96.0.20" in out and "web.shop.svc.cluster.local" in out
+    assert sh("ip", "netns", "exec", node, "getent", "hosts", "kube-dns.kube-system").stdout.split()[
+        0] == "10.96.0.10"
