@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -37,6 +38,9 @@ SCHEMA_VERSION = "1.1.0"
 DEFAULT_DOMAIN = "cluster.local"
 DEFAULT_NAMESERVER = "10.96.0.10"
 NETNS_ETC = Path("/etc/netns")
+_DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)"
+                       r"(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)*")
+_TXT = re.compile(r'[ -!#-+\--~]*')  # printable ASCII without '"' and ','
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -100,6 +104,19 @@ class Record:
         else:
             data = f"{self.value}."
         return f"{self.name}. {ttl} IN {self.type} {data}"
+
+
+def dns_service_ip(service_cidr: str = "10.96.0.0/12") -> str:
+    """The kube-dns ClusterIP kubeadm picks: the 10th address of the service range."""
+    return str(ipaddress.ip_network(service_cidr)[10])
+
+
+def kube_dns_service(cluster_ip: str, endpoints: Sequence[Endpoint] = ()) -> Service:
+    """Service kube-system/kube-dns as kubeadm creates it (its ports' names give SRV records)."""
+    return Service("kube-dns", "kube-system", cluster_ip=cluster_ip,
+                   ports=(Port(53, "dns", "UDP"), Port(53, "dns-tcp", "TCP"),
+                          Port(9153, "metrics", "TCP")),
+                   endpoints=tuple(endpoints))
 
 
 # ---------------------------------------------------------------------------- records
@@ -220,7 +237,29 @@ def dnsmasq_conf(recs: Sequence[Record], listen_ip: str, files: DnsmasqFiles,
     every address of the range (CoreDNS's `pods insecure`), and the explicit pod A records are
     left to it; known pods' PTRs stay explicit. Without pod_cidrs, pod A records are host-records.
     No upstreams: every name outside the zone is NXDOMAIN. Upstreams: forwarded to them, and only
-    the zone and the cluster's reverse zones are kept local."""
+    the zone and the cluster's reverse zones are kept local.
+
+    Records change (scale, delete): rewrite the file and restart the process. dnsmasq rereads
+    only its hosts files on SIGHUP, never --conf-file, so host-record/srv-host changes need a
+    restart (tests/integration/test_clusterdns_real.py shows both).
+
+    Raises ValueError for a name that is not DNS-shaped (a comma or newline would be read by
+    dnsmasq as another field or option)."""
+    for r in recs:
+        for name in (r.name, r.value if r.type not in ("A", "TXT") else "x"):
+            if not _DNS_NAME.fullmatch(name):
+                raise ValueError(f"not a DNS name: {name!r} (record {r.type} {r.name})")
+        if r.type == "TXT" and not _TXT.fullmatch(r.value):
+            raise ValueError(f"TXT text {r.value!r} must be printable, without quotes or commas")
+        if r.type == "A":
+            ipaddress.IPv4Address(r.value)
+    for ns in namespaces:
+        if not _DNS_NAME.fullmatch(f"{ns}.pod.{domain}"):
+            raise ValueError(f"not a namespace name: {ns!r}")
+    for ip in (listen_ip, *upstreams):
+        ipaddress.ip_address(ip)
+    for cidr in (service_cidr, *pod_cidrs):
+        ipaddress.ip_network(cidr)
     lines = [
         "# netlab cluster DNS: dnsmasq serving Kubernetes' DNS schema, written from the lab",
         "no-resolv", "no-hosts", "bind-interfaces", f"listen-address={listen_ip}", "port=53",

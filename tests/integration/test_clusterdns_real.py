@@ -10,6 +10,7 @@ that file over /etc/resolv.conf."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -59,25 +60,61 @@ def listening(netns: str) -> bool:
     return f"{DNS_IP}:53" in out and f"{DNS_IP}:53" in tcp
 
 
+class Dnsmasq:
+    """dnsmasq in the DNS pod's namespace, run as netlab will: the config from clusterdns, the
+    argv from dnsmasq_argv, in the foreground under `ip netns exec`."""
+
+    def __init__(self, netns: str, files: cd.DnsmasqFiles):
+        self.netns, self.files, self.procs = netns, files, []
+
+    def write(self, services, pods) -> None:
+        recs = cd.records(services, pods)
+        self.files.conf.write_text(cd.dnsmasq_conf(
+            recs, DNS_IP, self.files, pod_cidrs=[POD_CIDR],
+            namespaces=cd.namespaces_of(services, pods), log_queries=True))
+
+    def start(self) -> None:
+        err = open(self.files.state_dir / "stderr", "ab")
+        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *cd.dnsmasq_argv(self.files)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        err.close()
+        self.procs.append(proc)
+        for _ in range(200):
+            if listening(self.netns) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, (self.files.state_dir / "stderr").read_text()
+        assert listening(self.netns), "dnsmasq never listened on the pod IP"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
+        for _ in range(200):  # the sockets go with the process
+            if not listening(self.netns):
+                break
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def dnslab(tmp_path):
-    """The four namespaces, dnsmasq in the DNS pod, the clients' resolv.conf; all removed after,
-    and asserted gone."""
+    """Five namespaces (bridge, DNS pod, clients in shop and default, a node), dnsmasq in the DNS
+    pod, the clients' resolv.conf; all removed after, and asserted gone."""
     before = root_view()
     name = unique_name("tdns")
     br, dns, shop, default, node = (f"{name}-{x}" for x in ("br", "dns", "shop", "dflt", "node"))
     made: list[str] = []
-    proc = None
     state = tmp_path / "dns"
     state.mkdir()
-    files = cd.DnsmasqFiles(state)
+    server = Dnsmasq(dns, cd.DnsmasqFiles(state))
     try:
         sh("ip", "netns", "add", br)
         made.append(br)
         sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", br, "link", "set", "br0", "up")
-        for k, (ns, ip) in enumerate([(dns, DNS_IP), (shop, SHOP_IP), (default, DEFAULT_IP),
-                                             (node, NODE_IP)]):
+        hosts = [(dns, DNS_IP), (shop, SHOP_IP), (default, DEFAULT_IP), (node, NODE_IP)]
+        for k, (ns, ip) in enumerate(hosts):
             sh("ip", "netns", "add", ns)
             made.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -86,35 +123,22 @@ def dnslab(tmp_path):
             sh("ip", "-n", br, "link", "set", f"p{k}", "master", "br0", "up")
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
-
-        recs = cd.records(SERVICES, PODS)
-        files.conf.write_text(cd.dnsmasq_conf(
-            recs, DNS_IP, files, pod_cidrs=[POD_CIDR],
-            namespaces=cd.namespaces_of(SERVICES, PODS), log_queries=True))
-        proc = subprocess.Popen(["ip", "netns", "exec", dns, *cd.dnsmasq_argv(files)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(100):
-            if listening(dns) or proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"dnsmasq exited: {proc.communicate()}"
-        assert listening(dns), "dnsmasq never listened on the pod IP"
-
+        server.write(SERVICES, PODS)
+        server.start()
         cd.write_netns_resolv(shop, cd.resolv_conf("shop", nameserver=DNS_IP))
         cd.write_netns_resolv(default, cd.resolv_conf("default", nameserver=DNS_IP))
         cd.write_netns_resolv(node, cd.node_resolv_conf(nameserver=DNS_IP))
-        yield {"shop": shop, "default": default, "node": node, "dns": dns, "files": files, "proc": proc}
+        yield {"shop": shop, "default": default, "node": node, "dns": dns,
+               "files": server.files, "server": server}
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        server.stop()
         for ns in (shop, default, node):
             cd.remove_netns_resolv(ns)
         leftover_pids = [sh("ip", "netns", "pids", ns, check=False).stdout.split() for ns in made]
         for ns in reversed(made):
             sh("ip", "netns", "del", ns, check=False)
 
-    assert proc.returncode is not None
+    assert all(p.returncode is not None for p in server.procs)
     assert leftover_pids == [[] for _ in made], "a process was left in a namespace"
     for ns in (br, dns, shop, default, node):
         assert not Path("/run/netns", ns).exists()
@@ -239,3 +263,29 @@ def test_node_resolver(dnslab):
     assert "Address: 10.96.0.20" in out and "web.shop.svc.cluster.local" in out
     assert sh("ip", "netns", "exec", node, "getent", "hosts", "kube-dns.kube-system").stdout.split()[
         0] == "10.96.0.10"
+
+
+def test_records_follow_a_scale_after_restart(dnslab):
+    """db scaled to 4: the new config is read on restart, not on SIGHUP (which rereads only
+    dnsmasq's hosts files), so netlab restarts the server when records change."""
+    ns, server = dnslab["shop"], dnslab["server"]
+    new_ep = "10.244.1.24"
+    scaled = [s if s.name != "db" else cd.Service(
+        "db", "shop", ports=s.ports, endpoints=[*s.endpoints, cd.Endpoint(new_ep)])
+        for s in SERVICES]
+    deleted = [s for s in scaled if s.name != "web"]
+    server.write(deleted, PODS)
+    os.kill(server.procs[-1].pid, signal.SIGHUP)  # `ip netns exec` execs: this is dnsmasq
+    for _ in range(200):  # dnsmasq logs "cleared cache" once it has handled the SIGHUP
+        if "cleared cache" in dnslab["files"].log.read_text():
+            break
+        time.sleep(0.05)
+    assert "cleared cache" in dnslab["files"].log.read_text()
+    assert short(ns, "db.shop.svc.cluster.local") == sorted(HEADLESS)  # SIGHUP: unchanged
+    server.stop()
+    server.start()
+    assert short(ns, "db.shop.svc.cluster.local") == sorted([*HEADLESS, new_ep])
+    assert short(ns, "-x", new_ep) == ["10-244-1-24.db.shop.svc.cluster.local."]
+    assert len(short(ns, "SRV", "_pg._tcp.db.shop.svc.cluster.local")) == 4
+    assert status(ns, "web.shop.svc.cluster.local") == "NXDOMAIN"  # the deleted Service
+    assert status(ns, "-x", "10.96.0.20") == "NXDOMAIN"
