@@ -289,3 +289,22 @@ def test_records_follow_a_scale_after_restart(dnslab):
     assert len(short(ns, "SRV", "_pg._tcp.db.shop.svc.cluster.local")) == 4
     assert status(ns, "web.shop.svc.cluster.local") == "NXDOMAIN"  # the deleted Service
     assert status(ns, "-x", "10.96.0.20") == "NXDOMAIN"
+
+
+def test_answers_through_a_dnat_to_the_service_ip(dnslab):
+    """The lab puts the server behind 10.96.0.10 with kube-proxy's DNAT. Here a stand-in DNAT in
+    the client's own output path (nft, in the client's namespace) shows dnsmasq's bind-interfaces
+    socket answers such traffic and conntrack un-NATs the reply: the client sees 10.96.0.10."""
+    ns = dnslab["shop"]
+    sh("ip", "-n", ns, "route", "add", "10.96.0.0/12", "dev", "eth0")
+    rules = ("table ip tdns {\n chain out {\n  type nat hook output priority -100;\n"
+             f"  ip daddr 10.96.0.10 udp dport 53 dnat to {DNS_IP}\n"
+             f"  ip daddr 10.96.0.10 tcp dport 53 dnat to {DNS_IP}\n }}\n}}\n")
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True,
+                   check=True, timeout=30)
+    cd.write_netns_resolv(ns, cd.resolv_conf("shop"))
+    out = dig(ns, "+search", "web")
+    assert "SERVER: 10.96.0.10#53" in out and "10.96.0.20" in out
+    assert "SERVER: 10.96.0.10#53(10.96.0.10) (TCP)" in dig(ns, "+tcp", "+search", "web")
+    lookup = sh("ip", "netns", "exec", ns, "nslookup", "web").stdout
+    assert "Server:\t\t10.96.0.10" in lookup and "Address: 10.96.0.20" in lookup

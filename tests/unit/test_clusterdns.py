@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from netlab.clusterdns import (
-    DnsmasqFiles, Endpoint, Pod, Port, Record, Service, corefile, dnsmasq_argv, dnsmasq_conf,
+    DnsmasqFiles, Endpoint, dns_service_ip, kube_dns_service, Pod, Port, Record, Service, corefile, dnsmasq_argv, dnsmasq_conf,
     namespaces_of, node_resolv_conf, records, remove_netns_resolv, resolv_conf, resolv_conf_for,
     reverse_name, reverse_zones, write_netns_resolv,
 )
@@ -178,3 +178,35 @@ def test_netns_resolv_write_remove(tmp_path):
     for bad in ("", "..", "a/b"):
         with pytest.raises(ValueError):
             write_netns_resolv(bad, "x", root=tmp_path)
+
+
+def test_kube_dns_service_and_ip():
+    assert dns_service_ip() == "10.96.0.10"
+    assert dns_service_ip("10.100.0.0/16") == "10.100.0.10"
+    svc = kube_dns_service("10.96.0.10", [Endpoint("10.244.0.10", pod="coredns")])
+    got = lines(records([svc]))
+    assert "kube-dns.kube-system.svc.cluster.local. 30 IN A 10.96.0.10" in got
+    for port in ("_dns._udp", "_dns-tcp._tcp", "_metrics._tcp"):
+        assert any(line.startswith(f"{port}.kube-dns.kube-system.") for line in got)
+
+
+@pytest.mark.parametrize("bad", [
+    Service("web", "shop", cluster_ip="10.96.0.20", ports=[Port(80, "a,b")]),
+    Service("we\nb", "shop", cluster_ip="10.96.0.20"),
+    Service("ext", "shop", type="ExternalName", external_name="x,server=1.2.3.4"),
+    Service("web", "shop", cluster_ip="10.96.0.2x"),
+    Service("db", "shop", endpoints=[Endpoint("10.244.1.5", hostname="-bad")]),
+])
+def test_dnsmasq_conf_refuses_what_dnsmasq_would_misread(bad):
+    with pytest.raises(ValueError):
+        dnsmasq_conf(records([bad]), "10.244.0.10", DnsmasqFiles("/s"))
+
+
+def test_dnsmasq_conf_refuses_bad_namespace_and_addresses():
+    recs = records([WEB])
+    with pytest.raises(ValueError):
+        dnsmasq_conf(recs, "10.244.0.10", DnsmasqFiles("/s"), namespaces=["a\nlog-queries"])
+    with pytest.raises(ValueError):
+        dnsmasq_conf(recs, "not-an-ip", DnsmasqFiles("/s"))
+    with pytest.raises(ValueError):
+        dnsmasq_conf(recs, "10.244.0.10", DnsmasqFiles("/s"), pod_cidrs=["10.244.0.1/16"])
