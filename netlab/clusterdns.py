@@ -23,6 +23,11 @@ dnsmasq findings (2.90, checked by tests/integration/test_clusterdns_real.py):
 - with no upstream server dnsmasq answers REFUSED for names outside its local domains; `local=/#/`
   makes it NXDOMAIN, as a cluster's upstream would answer for `web.`.
 - `cname=` to a name dnsmasq does not know is still answered (the CNAME alone).
+- SIGHUP rereads only hosts files, never --conf-file: changed records need a restart.
+- `bind-interfaces` + `listen-address=<pod IP>` answers queries DNAT'd from a Service IP; the
+  reply is un-NATed by conntrack, so clients see the Service address.
+- dnsmasq opens its pid and log files as root, then runs as user dnsmasq.
+- dig prints ";; WARNING: .local is reserved for Multicast DNS" for cluster.local: harmless.
 """
 
 from __future__ import annotations
@@ -203,7 +208,7 @@ def reverse_zones(cidr: str) -> list[str]:
     out = []
     for sub in net.subnets(new_prefix=prefix) if prefix > net.prefixlen else [net]:
         octets = str(sub.network_address).split(".")[: prefix // 8]
-        out.append(".".join(reversed(octets)) + ".in-addr.arpa" if octets else "in-addr.arpa")
+        out.append(".".join([*reversed(octets), "in-addr.arpa"]))
     return out
 
 
@@ -281,7 +286,8 @@ def dnsmasq_conf(recs: Sequence[Record], listen_ip: str, files: DnsmasqFiles,
     # The first host-record naming an address gives its PTR: write the PTR's owner first.
     ptr_of = {r.name: r.value for r in recs if r.type == "PTR"}
     owners = [r for r in a_records if ptr_of.get(reverse_name(r.value)) == r.name]
-    rest = [r for r in a_records if r not in owners]
+    owned = set(owners)
+    rest = [r for r in a_records if r not in owned]
     for r in owners + rest:
         lines.append(f"host-record={r.name},{r.value}")
     for r in recs:

@@ -33,7 +33,8 @@ SERVICES = [
                ports=[cd.Port(53, "dns", "UDP"), cd.Port(53, "dns-tcp", "TCP")],
                endpoints=[cd.Endpoint(DNS_IP, pod="coredns")]),
     cd.Service("db", "shop", ports=[cd.Port(5432, "pg")],
-               endpoints=[cd.Endpoint(HEADLESS[0], pod="db-0"), cd.Endpoint(HEADLESS[1], pod="db-1"),
+               endpoints=[cd.Endpoint(HEADLESS[0], pod="db-0"),
+                          cd.Endpoint(HEADLESS[1], pod="db-1"),
                           cd.Endpoint(HEADLESS[2]), cd.Endpoint("10.244.1.23", ready=False)]),
     cd.Service("ext", "shop", type="ExternalName", external_name="www.example.com"),
 ]
@@ -51,7 +52,8 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def root_view() -> tuple[str, str, bytes]:
-    return (sh("ip", "addr").stdout, sh("ip", "route").stdout, Path("/etc/resolv.conf").read_bytes())
+    return (sh("ip", "addr").stdout, sh("ip", "route").stdout,
+            Path("/etc/resolv.conf").read_bytes())
 
 
 def listening(netns: str) -> bool:
@@ -261,8 +263,8 @@ def test_node_resolver(dnslab):
     assert status(node, "+search", "web") == "NXDOMAIN"
     out = sh("ip", "netns", "exec", node, "nslookup", "web.shop").stdout
     assert "Address: 10.96.0.20" in out and "web.shop.svc.cluster.local" in out
-    assert sh("ip", "netns", "exec", node, "getent", "hosts", "kube-dns.kube-system").stdout.split()[
-        0] == "10.96.0.10"
+    found = sh("ip", "netns", "exec", node, "getent", "hosts", "kube-dns.kube-system").stdout
+    assert found.split()[0] == "10.96.0.10"
 
 
 def test_records_follow_a_scale_after_restart(dnslab):

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from netlab.clusterdns import (
-    DnsmasqFiles, Endpoint, dns_service_ip, kube_dns_service, Pod, Port, Record, Service, corefile, dnsmasq_argv, dnsmasq_conf,
+    DnsmasqFiles, Endpoint, Pod, Port, Record, Service, corefile, dns_service_ip, dnsmasq_argv,
+    dnsmasq_conf, kube_dns_service,
     namespaces_of, node_resolv_conf, records, remove_netns_resolv, resolv_conf, resolv_conf_for,
     reverse_name, reverse_zones, write_netns_resolv,
 )
