@@ -238,9 +238,10 @@ def dnsmasq_conf(recs: Sequence[Record], listen_ip: str, files: DnsmasqFiles,
                  log_queries: bool = False) -> str:
     """A static dnsmasq config serving `recs` on listen_ip:53 (UDP and TCP).
 
-    Pod records: with pod_cidrs, one `synth-domain=<ns>.pod.<zone>,<cidr>` per namespace answers
-    every address of the range (CoreDNS's `pods insecure`), and the explicit pod A records are
-    left to it; known pods' PTRs stay explicit. Without pod_cidrs, pod A records are host-records.
+    Pod records: with pod_cidrs, one `synth-domain=<ns>.pod.<zone>,<cidr>` per namespace (those of
+    the records, plus `namespaces`) answers every address of the range (CoreDNS's `pods
+    insecure`), and pod A records inside the range are left to it; their PTRs stay explicit.
+    Pod records outside the range (or without pod_cidrs) are host-records.
     No upstreams: every name outside the zone is NXDOMAIN. Upstreams: forwarded to them, and only
     the zone and the cluster's reverse zones are kept local.
 
@@ -281,8 +282,13 @@ def dnsmasq_conf(recs: Sequence[Record], listen_ip: str, files: DnsmasqFiles,
         lines.append("log-queries")
 
     pod_suffix = f".pod.{domain}"
-    synth = bool(pod_cidrs)
-    a_records = [r for r in recs if r.type == "A" and not (synth and r.name.endswith(pod_suffix))]
+    nets = [ipaddress.ip_network(c) for c in pod_cidrs]
+
+    def synthesised(r: Record) -> bool:  # a pod record synth-domain answers (A and reverse)
+        return r.name.endswith(pod_suffix) and any(ipaddress.ip_address(r.value) in n for n in nets)
+
+    a_records = [r for r in recs if r.type == "A" and not synthesised(r)]
+    synth_pods = {reverse_name(r.value) for r in recs if r.type == "A" and synthesised(r)}
     # The first host-record naming an address gives its PTR: write the PTR's owner first.
     ptr_of = {r.name: r.value for r in recs if r.type == "PTR"}
     owners = [r for r in a_records if ptr_of.get(reverse_name(r.value)) == r.name]
@@ -291,18 +297,22 @@ def dnsmasq_conf(recs: Sequence[Record], listen_ip: str, files: DnsmasqFiles,
     for r in owners + rest:
         lines.append(f"host-record={r.name},{r.value}")
     for r in recs:
-        if r.type == "PTR" and r.value.endswith(pod_suffix) and synth:
-            lines.append(f"ptr-record={r.name},{r.value}")
+        if r.type == "PTR" and r.name in synth_pods and r.value.endswith(pod_suffix):
+            lines.append(f"ptr-record={r.name},{r.value}")  # beats synth-domain's reverse
         elif r.type == "SRV":
             lines.append(f"srv-host={r.name},{r.value},{r.port},{r.priority},{r.weight}")
         elif r.type == "CNAME":
             lines.append(f"cname={r.name},{r.value}")
         elif r.type == "TXT":
             lines.append(f'txt-record={r.name},"{r.value}"')
-    if synth:
-        for ns in namespaces:
-            for cidr in pod_cidrs:
-                lines.append(f"synth-domain={ns}{pod_suffix},{cidr}")
+    # every namespace with a Service or a pod, and the ones named, gets its pod domain
+    seen = {r.name.rsplit(f".svc.{domain}", 1)[0].rsplit(".", 1)[-1]
+            for r in recs if r.type in ("A", "CNAME") and r.name.endswith(f".svc.{domain}")}
+    seen |= {r.name[: -len(pod_suffix)].rsplit(".", 1)[-1]
+             for r in recs if r.type == "A" and r.name.endswith(pod_suffix)}
+    for ns in sorted(seen | set(namespaces)) if nets else ():
+        for cidr in pod_cidrs:
+            lines.append(f"synth-domain={ns}{pod_suffix},{cidr}")
     return "\n".join(lines) + "\n"
 
 

@@ -72,8 +72,7 @@ class Dnsmasq:
     def write(self, services, pods) -> None:
         recs = cd.records(services, pods)
         self.files.conf.write_text(cd.dnsmasq_conf(
-            recs, DNS_IP, self.files, pod_cidrs=[POD_CIDR],
-            namespaces=cd.namespaces_of(services, pods), log_queries=True))
+            recs, DNS_IP, self.files, pod_cidrs=[POD_CIDR], log_queries=True))
 
     def start(self) -> None:
         err = open(self.files.state_dir / "stderr", "ab")
@@ -225,6 +224,7 @@ def test_pod_records_and_nxdomain(dnslab):
     ns = dnslab["default"]
     assert short(ns, "10-244-1-11.shop.pod.cluster.local") == [SHOP_IP]
     assert short(ns, "10-244-1-12.default.pod.cluster.local") == [DEFAULT_IP]
+    assert short(ns, "10-244-1-10.kube-system.pod.cluster.local") == [DNS_IP]
     # any address of the pod range, as CoreDNS's "pods insecure"
     assert short(ns, "10-244-7-99.shop.pod.cluster.local") == ["10.244.7.99"]
     # a known pod's reverse names its own namespace

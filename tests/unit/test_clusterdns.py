@@ -99,7 +99,7 @@ def test_reverse_zones():
 def conf_lines(**kw):
     files = DnsmasqFiles(Path("/state/lab"))
     recs = records([WEB, DB, EXT], PODS)
-    args = dict(pod_cidrs=["10.244.0.0/16"], namespaces=namespaces_of([WEB, DB], PODS))
+    args = dict(pod_cidrs=["10.244.0.0/16"])
     args.update(kw)
     return dnsmasq_conf(recs, "10.244.0.10", files, **args).splitlines()
 
@@ -211,3 +211,16 @@ def test_dnsmasq_conf_refuses_bad_namespace_and_addresses():
         dnsmasq_conf(recs, "not-an-ip", DnsmasqFiles("/s"))
     with pytest.raises(ValueError):
         dnsmasq_conf(recs, "10.244.0.10", DnsmasqFiles("/s"), pod_cidrs=["10.244.0.1/16"])
+
+
+def test_pod_domains_and_pods_outside_the_range():
+    host_pod = Pod("agent", "monitoring", "192.168.1.11")  # e.g. a hostNetwork pod: a node IP
+    recs = records([WEB], [*PODS, host_pod])
+    c = dnsmasq_conf(recs, "10.244.0.10", DnsmasqFiles("/s"), pod_cidrs=["10.244.0.0/16"],
+                     namespaces=["empty"]).splitlines()
+    synth = sorted(line.split("=")[1].split(".")[0] for line in c if line.startswith("synth"))
+    assert synth == ["default", "empty", "monitoring", "shop"]
+    # synth-domain cannot answer it: an explicit record, whose host-record also gives the PTR
+    assert "host-record=192-168-1-11.monitoring.pod.cluster.local,192.168.1.11" in c
+    assert not any(line.startswith("ptr-record=11.1.168.192") for line in c)
+    assert namespaces_of([WEB], PODS) == ["default", "shop"]
