@@ -63,7 +63,7 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
         note = " (removed leftovers of an interrupted up first)" if result.cleaned_leftovers else ""
         out.print(f"lab {lab.name} is up: {len(lab.nodes)} nodes, {len(lab.pods)} pods, "
                   f"{result.operations} operations in {took:.2f}s{note}")
-    from . import show as S
+    from . import showing as S
     S.render(lab)
     out.print(f"\nNext: sudo netlab verify {lab.name}    "
               f"sudo netlab exec {lab.name} {lab.pods[0].name if lab.pods else lab.nodes[0].name} "
@@ -119,7 +119,7 @@ def clean(as_json: bool = JsonOpt) -> None:
 def show(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
     """List a lab's nodes and pods, like `kubectl get nodes,pods -o wide`."""
     need_root("show")
-    from . import show as S
+    from . import showing as S
     from ..runtime import running
     the_lab = running.load_up(state.only_lab(lab))
     if as_json:
