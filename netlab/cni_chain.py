@@ -169,13 +169,15 @@ def find_plugin(kind: str, cni_path: list[str]) -> str:
 
 
 def _invoke(plugin: dict, conf: dict, env: dict[str, str], node_ns: str, cni_path: list[str],
-            timeout: float) -> Call:
+            timeout: float, allow_host: bool) -> Call:
     path = find_plugin(plugin.get("type", ""), cni_path)
     # `ip netns exec` is what a learner types; node_ns "" is a node that is the real host.
     argv = ["ip", "netns", "exec", node_ns, path] if node_ns else [path]
     call = Call(plugin=plugin["type"], argv=argv, env=env, stdin=conf)
     proc = subprocess.run(argv, input=json.dumps(conf).encode(), capture_output=True,
-                          env={**env, "PATH": PLUGIN_PATH_ENV}, timeout=timeout)
+                          env={**env, "PATH": PLUGIN_PATH_ENV,
+                               **({"NETLAB_CNI_ALLOW_HOST": "1"} if allow_host else {})},
+                          timeout=timeout)
     call.rc, call.stdout = proc.returncode, proc.stdout.decode(errors="replace")
     call.stderr = proc.stderr.decode(errors="replace")
     return call
@@ -186,14 +188,19 @@ def run_chain(command: str, conflist: dict, container_id: str = "", netns: str =
               prev_result: Optional[dict] = None, cni_args: str = "",
               capability_args: Optional[dict] = None,
               valid_attachments: Optional[list[dict]] = None,
-              timeout: float = 60) -> ChainResult:
+              timeout: float = 60, allow_host: bool = False) -> ChainResult:
     """Run `command` through the conflist's plugins; raises ChainError at the first failure.
 
     prev_result: for CHECK and DEL, the result the ADD returned (DEL works without it).
     capability_args: values for the plugins' capabilities, e.g. {"portMappings": [{"hostPort":
     8080, "containerPort": 80, "protocol": "tcp"}], "ips": ["10.244.1.5/24"]}.
     valid_attachments: for GC, [{"containerID": ..., "ifname": ...}] to keep.
+    node_ns "" runs the plugins in this process's own namespace: refused unless allow_host (a
+    node that is a real host), since the reference plugins would change that namespace.
     """
+    if not node_ns and not allow_host:
+        raise NetlabError("CNI plugins run inside a node's namespace: node_ns is empty "
+                          "(allow_host=True only for a node that is a real host)")
     if command not in COMMANDS:
         raise NetlabError(f"CNI command {command!r}: one of {', '.join(COMMANDS)}")
     cni_path = cni_path or default_cni_path()
@@ -214,7 +221,7 @@ def run_chain(command: str, conflist: dict, container_id: str = "", netns: str =
             extra = {"cni.dev/valid-attachments": valid_attachments or [],
                      "cni.dev/attachments": valid_attachments or []}   # libcni sends both names
         conf = plugin_config(conflist, plugin, result, capability_args, extra)
-        call = _invoke(plugin, conf, env, node_ns, cni_path, timeout)
+        call = _invoke(plugin, conf, env, node_ns, cni_path, timeout, allow_host)
         calls.append(call)
         if call.rc != 0:
             raise ChainError(call, calls)

@@ -59,6 +59,7 @@ E_HOST_NAMESPACE = 103          # refused: running in the machine's own (init) n
 E_KERNEL = 104                  # a netlink request failed
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+NETNS_DIR = "/run/netns"
 
 # Keys a runtime may send besides netlab-cni's own (libcni injects name, cniVersion, prevResult,
 # runtimeConfig; args, capabilities and dns are well-known).
@@ -518,17 +519,27 @@ def _record(req: Request) -> dict:
 
 
 def _refuse_host_namespace() -> None:
-    # This plugin belongs in a node's namespace; in the machine's own one it would add a bridge and
-    # addresses to the real host. A user who runs a node on a real host says so explicitly.
+    # This plugin belongs in a node's namespace; in the machine's own one it would add a bridge,
+    # addresses and a sysctl to the real host. So it runs only where the current namespace is one
+    # of the named ones (/run/netns/*), and fails closed when it cannot tell. A user who runs a
+    # node on a real host says so explicitly.
     if os.environ.get("NETLAB_CNI_ALLOW_HOST") == "1":
         return
     try:
-        if os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino:
-            raise CniError(E_HOST_NAMESPACE, "refusing to run in the machine's own network namespace",
-                           "run it inside the node's: ip netns exec <node-ns> netlab-cni "
-                           "(or set NETLAB_CNI_ALLOW_HOST=1 for a node on a real host)")
+        here = os.stat("/proc/thread-self/ns/net")
+        named = os.listdir(NETNS_DIR)
     except OSError:
-        pass
+        named, here = [], None
+    for name in named:
+        try:
+            st = os.stat(os.path.join(NETNS_DIR, name))
+        except OSError:
+            continue
+        if here is not None and (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino):
+            return
+    raise CniError(E_HOST_NAMESPACE, "refusing to run outside a named network namespace",
+                   "run it inside the node's: ip netns exec <node-ns> netlab-cni "
+                   "(or set NETLAB_CNI_ALLOW_HOST=1 for a node that is a real host)")
 
 
 def cmd_add(req: Request, conf: NetConf) -> dict:
@@ -557,6 +568,7 @@ def cmd_add(req: Request, conf: NetConf) -> dict:
 
 
 def cmd_del(req: Request, conf: NetConf) -> None:
+    _refuse_host_namespace()
     key = attachment_key(req.container_id, req.ifname)
     with locked_state(conf) as holder:
         holder["state"], _ = ipam_release(holder["state"], key)
@@ -565,6 +577,7 @@ def cmd_del(req: Request, conf: NetConf) -> None:
 
 
 def cmd_check(req: Request, conf: NetConf) -> None:
+    _refuse_host_namespace()
     exp = expected_from(conf, req)
     if not os.path.exists(req.netns):
         raise CniError(E_UNKNOWN_CONTAINER, "the container's network namespace does not exist",
@@ -599,6 +612,7 @@ def cmd_status(conf: NetConf) -> None:
 
 def cmd_gc(conf: NetConf) -> None:
     _needs_1_1(conf.cni_version, "GC")
+    _refuse_host_namespace()
     valid = {attachment_key(c, i) for c, i in (conf.valid_attachments or ())}
     with locked_state(conf) as holder:
         holder["state"], dropped = ipam_gc(holder["state"], valid)
