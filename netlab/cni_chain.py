@@ -300,16 +300,16 @@ def reference_conflist(subnet: str, gateway: str, data_dir: str, range_start: Op
 
 # ---------------------------------------------------------------- files in the lab's state
 
-def conflist_path(state_dir: str, name: str) -> str:
-    """<state>/net.d/10-<name>.conflist, as /etc/cni/net.d holds it on a node."""
-    return os.path.join(state_dir, "net.d", f"10-{name}.conflist")
+def conflist_path(state_dir: str, name: str, node: Optional[str] = None) -> str:
+    """<state>/net.d[/<node>]/10-<name>.conflist, as /etc/cni/net.d holds it on a node."""
+    base = os.path.join(state_dir, "net.d", node) if node else os.path.join(state_dir, "net.d")
+    return os.path.join(base, f"10-{name}.conflist")
 
 
 def write_conflist(state_dir: str, conflist: dict, node: Optional[str] = None) -> str:
-    """Write a conflist into the lab's state; with `node`, as net.d/<node>/10-<name>.conflist."""
-    base = os.path.join(state_dir, "net.d", node) if node else os.path.join(state_dir, "net.d")
-    path = os.path.join(base, f"10-{conflist['name']}.conflist")
-    os.makedirs(base, exist_ok=True)
+    """Write a conflist into the lab's state (one per node: net.d/<node>/10-<name>.conflist)."""
+    path = conflist_path(state_dir, conflist["name"], node)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(conflist, f, indent=2)
         f.write("\n")
