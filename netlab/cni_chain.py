@@ -298,6 +298,26 @@ def reference_conflist(subnet: str, gateway: str, data_dir: str, range_start: Op
     ]}
 
 
+def node_dir(state_dir: str, node: str) -> str:
+    """<state>/cni/<node>: one node's CNI files (its IPAM state is its own: the network name is
+    the same on every node, so the IPAM dataDir must not be)."""
+    return os.path.join(state_dir, "cni", node)
+
+
+def node_conflist(mode: str, state_dir: str, node: str, subnet: str, gateway: str,
+                  mtu: int = 1500, ip_masq: bool = False, bridge: str = "cni0") -> dict:
+    """The conflist of one node for `network.cni` mode "netlab" or "reference", its IPAM files in
+    <state>/cni/<node>/ipam."""
+    data_dir = os.path.join(node_dir(state_dir, node), "ipam")
+    if mode == "netlab":
+        if ip_masq:
+            raise NetlabError("ipMasq is a setting of the reference bridge plugin (cni: reference)")
+        return netlab_conflist(subnet, gateway, data_dir, bridge=bridge, mtu=mtu)
+    if mode == "reference":
+        return reference_conflist(subnet, gateway, data_dir, bridge=bridge, mtu=mtu, ip_masq=ip_masq)
+    raise NetlabError(f"network.cni {mode!r}: one of builtin, netlab, reference")
+
+
 # ---------------------------------------------------------------- files in the lab's state
 
 def conflist_path(state_dir: str, name: str, node: Optional[str] = None) -> str:
@@ -317,8 +337,9 @@ def write_conflist(state_dir: str, conflist: dict, node: Optional[str] = None) -
 
 
 def result_path(state_dir: str, network: str, container_id: str, ifname: str) -> str:
-    """Where the ADD result is kept (libcni's /var/lib/cni/results, in the lab's state)."""
-    return os.path.join(state_dir, "results", f"{network}-{container_id}-{ifname}")
+    """<state>/cni/results/<network>-<cid>-<ifname>: the ADD result (libcni keeps it in
+    /var/lib/cni/results; netlab in the lab's state), for CHECK and DEL."""
+    return os.path.join(state_dir, "cni", "results", f"{network}-{container_id}-{ifname}")
 
 
 def save_result(state_dir: str, network: str, container_id: str, ifname: str,

@@ -382,3 +382,26 @@ def test_reference_ipmasq_rule_lives_in_the_node_namespace_only(cni_bin, spaces,
 
 def links_root() -> set[str]:
     return {l["ifname"] for l in json.loads(sh("ip", "-j", "link").stdout)}
+
+
+@pytest.mark.parametrize("mode", ["netlab", "reference"])
+def test_concurrent_adds_on_one_node_get_distinct_addresses(mode, cni_bin, spaces, data_dir):
+    """Kubelet may ADD different pods at once: the IPAM lock keeps their addresses apart, and the
+    first ADDs racing to make the bridge all succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+    path = [REFERENCE, cni_bin]
+    cl = conflist_for(mode, data_dir)
+    pods = [spaces.add(f"pod{i}") for i in range(8)]
+
+    def one(i):
+        return C.add(cl, f"c{i}", f"/run/netns/{pods[i]}", "eth0", spaces.node, path).result
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    ips = [r["ips"][0]["address"] for r in results]
+    assert len(set(ips)) == 8 and all(addrs(p) == [ip] for p, ip in zip(pods, ips))
+    assert ping(pods[0], ips[7].split("/")[0])
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: C.delete(cl, f"c{i}", f"/run/netns/{pods[i]}", "eth0", spaces.node,
+                                         results[i], path), range(8)))
+    assert ip_files(data_dir) == []

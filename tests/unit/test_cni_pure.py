@@ -210,3 +210,16 @@ def test_locked_state_on_disk_goes_away_with_the_last_allocation(tmp_path):
             holder["state"], _ = P.ipam_release(holder["state"], "c1/eth0")
             raise P.CniError(P.E_KERNEL, "a failed ADD's rollback is written back too")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_node_conflist_keeps_each_nodes_ipam_apart():
+    a = C.node_conflist("netlab", "/run/netlab/labs/x", "node1", "10.244.1.0/24", "10.244.1.1")
+    b = C.node_conflist("reference", "/run/netlab/labs/x", "node2", "10.244.2.0/24", "10.244.2.1",
+                        ip_masq=True)
+    assert a["plugins"][0]["ipam"]["dataDir"] == "/run/netlab/labs/x/cni/node1/ipam"
+    assert b["plugins"][0]["ipam"]["dataDir"] == "/run/netlab/labs/x/cni/node2/ipam"
+    assert b["plugins"][0]["ipMasq"] is True
+    with pytest.raises(Exception):
+        C.node_conflist("netlab", "/s", "n", "10.244.1.0/24", "10.244.1.1", ip_masq=True)
+    with pytest.raises(Exception):
+        C.node_conflist("calico", "/s", "n", "10.244.1.0/24", "10.244.1.1")
