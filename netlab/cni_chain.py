@@ -153,7 +153,8 @@ def render_call(call: Call) -> str:
 def default_cni_path() -> list[str]:
     """/usr/lib/cni (the reference plugins) and the directory holding netlab-cni."""
     found = shutil.which("netlab-cni")
-    here = os.path.dirname(found) if found else os.path.dirname(sys.executable)
+    # The venv's bin (through setup.sh's /usr/local/bin link), not all of /usr/local/bin.
+    here = os.path.dirname(os.path.realpath(found)) if found else os.path.dirname(sys.executable)
     return [REFERENCE_DIR, here]
 
 
