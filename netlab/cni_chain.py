@@ -319,6 +319,31 @@ def node_conflist(mode: str, state_dir: str, node: str, subnet: str, gateway: st
     raise NetlabError(f"network.cni {mode!r}: one of builtin, netlab, reference")
 
 
+# ---------------------------------------------------------------- reading the ipMasq pitfall (pure)
+
+def masquerade_rules_for(iptables_save: str, ip: str) -> list[str]:
+    """The nat rules (as `iptables-save -t nat` prints them in a node's namespace) that masquerade
+    traffic from pod address `ip`: the bridge plugin's ipMasq jumps from POSTROUTING for
+    `-s IP/32` into a chain of its own that ACCEPTs the pod subnet and MASQUERADEs the rest.
+    Returns the jump and the chain's MASQUERADE rule, so a failed no-NAT check can name them."""
+    lines = [l for l in iptables_save.splitlines() if l.startswith("-A ")]
+    found = []
+    for line in lines:
+        words = line.split()
+        if words[1] != "POSTROUTING" or "-s" not in words or "-j" not in words:
+            continue
+        if words[words.index("-s") + 1] != f"{ip}/32":
+            continue
+        target = words[words.index("-j") + 1]
+        if target == "MASQUERADE":
+            found.append(line)
+            continue
+        masq = [l for l in lines if l.split()[1] == target and l.split()[-1] == "MASQUERADE"]
+        if masq:
+            found += [line] + masq
+    return found
+
+
 # ---------------------------------------------------------------- files in the lab's state
 
 def conflist_path(state_dir: str, name: str, node: Optional[str] = None) -> str:

@@ -371,7 +371,8 @@ def test_reference_ipmasq_rule_lives_in_the_node_namespace_only(cni_bin, spaces,
     node_rules = sh("ip", "netns", "exec", spaces.node, "iptables-save", "-t", "nat").stdout
     masq = [l for l in node_rules.splitlines() if "-j MASQUERADE" in l and 'id: \\"c1\\"' in l]
     assert masq, node_rules
-    assert f"-s {ip}/32" in node_rules
+    named = C.masquerade_rules_for(node_rules, ip)
+    assert named[0].startswith(f"-A POSTROUTING -s {ip}/32") and named[1] == masq[0]
     assert sh("nft", "list", "ruleset").stdout == root_before
     assert not {"cni0", host_veth_name("c1", "eth0")} & (links_root() - root_links)
     C.delete(cl, "c1", f"/run/netns/{pod}", "eth0", spaces.node, r.result, path)
