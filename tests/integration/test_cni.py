@@ -220,6 +220,12 @@ def test_errors_carry_the_spec_codes(cni_bin, spaces, data_dir):
     assert rc != 0 and err["code"] == 3, err
     assert "eth0" not in links(pod) and files(data_dir) == []
 
+    # The kernel refuses (the pod has an eth0 already): the ADD is rolled back, address released.
+    sh("ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "other")
+    rc, err = plugin(cni_bin, node, "ADD", conf(data_dir), pod=pod)
+    assert rc != 0 and err["code"] == 104 and err["details"] == "File exists", err
+    assert host_veth_name("c1", "eth0") not in links(node) and files(data_dir) == []
+
 
 def test_status_and_gc_of_spec_1_1(cni_bin, spaces, data_dir):
     pods = [spaces.add("pod1"), spaces.add("pod2")]
