@@ -109,7 +109,17 @@ def addrs(ns: str, dev: str = "eth0") -> list[str]:
 
 
 def ping(ns: str, dst: str) -> bool:
-    return sh("ip", "netns", "exec", ns, "ping", "-c1", "-W2", dst, check=False).returncode == 0
+    """One ping answered, in up to 5 tries. The kernel's ARP table is one for every namespace
+    (gc_thresh3, 1024 by default): other labs on the machine can fill it, and then a new neighbour
+    entry fails ("neighbor table overflow") until the forced GC frees one, so a try may be lost."""
+    for _ in range(5):
+        if sh("ip", "netns", "exec", ns, "ping", "-c1", "-W1", dst, check=False).returncode == 0:
+            return True
+        time.sleep(0.5)
+    entries = re.search(r"entries (\d+)", sh("ip", "-s", "ntable", "show", "name", "arp_cache").stdout)
+    print(f"ping {ns} -> {dst} failed; ARP table entries (all namespaces): "
+          f"{entries.group(1) if entries else '?'} of gc_thresh3")
+    return False
 
 
 def links(ns: str) -> set[str]:
