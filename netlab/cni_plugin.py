@@ -62,6 +62,7 @@ E_NO_ADDRESS = 101              # the subnet has no free address
 E_DRIFT = 102                   # CHECK: the kernel is not what prevResult says
 E_HOST_NAMESPACE = 103          # refused: running in the machine's own (init) namespace
 E_KERNEL = 104                  # a netlink request failed
+E_INTERNAL = 999                # anything else (the reference plugins' catch-all code too)
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 NETNS_DIR = "/run/netns"
@@ -650,6 +651,9 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, Optional[dict]]:
         return 0, None
     except CniError as e:
         return 1, e.to_json(version if version in SUPPORTED_VERSIONS else LATEST)
+    except Exception as e:      # still the spec's error JSON, never a bare traceback
+        err = CniError(E_INTERNAL, "netlab-cni failed", f"{type(e).__name__}: {e}")
+        return 1, err.to_json(version if version in SUPPORTED_VERSIONS else LATEST)
 
 
 def main() -> None:
