@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import EXIT_FAILED, NetlabError
+from .core.errors import EXIT_FAILED, NetlabError
 
 REFERENCE_DIR = "/usr/lib/cni"
 # What a plugin may need on PATH: go-iptables (bridge's ipMasq, portmap) runs `iptables`.

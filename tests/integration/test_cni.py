@@ -21,7 +21,7 @@ import pytest
 from conftest import requires_root
 from netlab import cni_chain as C
 from netlab.cni_plugin import host_veth_name
-from netlab.errors import NetlabError
+from netlab.core.errors import NetlabError
 
 pytestmark = requires_root
 
