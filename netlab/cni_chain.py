@@ -266,6 +266,28 @@ def check(conflist: dict, container_id: str, netns: str, ifname: str, node_ns: s
                      prev_result=prev_result, cni_args=cni_args, capability_args=capability_args)
 
 
+# ---------------------------------------------------------------- reading a result (pure)
+
+def result_address(result: dict, netns: str, ifname: str = "eth0") -> Optional[str]:
+    """The pod's "a.b.c.d/nn" on its interface in `netns`, from an ADD result."""
+    interfaces = result.get("interfaces", [])
+    for ip in result.get("ips", []):
+        i = ip.get("interface")
+        if i is not None and 0 <= i < len(interfaces) and \
+                interfaces[i].get("name") == ifname and interfaces[i].get("sandbox") == netns:
+            return ip["address"]
+    return None
+
+
+def result_host_veth(result: dict, bridge: str = "cni0") -> Optional[str]:
+    """The node-side veth named in an ADD result (no sandbox, not the bridge): netlab-cni's
+    veth<8 hex>, or the reference bridge plugin's random veth name."""
+    for itf in result.get("interfaces", []):
+        if not itf.get("sandbox") and itf.get("name") != bridge:
+            return itf.get("name")
+    return None
+
+
 # ---------------------------------------------------------------- conflists netlab writes (pure)
 
 def netlab_conflist(subnet: str, gateway: str, data_dir: str, bridge: str = "cni0",

@@ -307,6 +307,8 @@ def test_chain_wires_two_pods_that_ping(mode, cni_bin, spaces, data_dir):
             assert after.stdin["prevResult"] == before.response()
         results.append(r.result)
         assert addrs(pod) == [f"10.244.1.{10 + i}/24"]
+        assert C.result_address(r.result, f"/run/netns/{pod}") == f"10.244.1.{10 + i}/24"
+        assert C.result_host_veth(r.result) in links(spaces.node)
     if mode == "reference":
         assert "UP" in sh("ip", "-n", pods[0], "link", "show", "lo").stdout   # the loopback plugin
     assert ping(pods[0], "10.244.1.1") and ping(pods[1], "10.244.1.1")

@@ -244,3 +244,12 @@ def test_masquerade_rules_for_names_the_jump_and_the_rule():
     assert rules[0].startswith("-A POSTROUTING -s 10.244.1.7/32") and rules[1].endswith("-j MASQUERADE")
     assert C.masquerade_rules_for(SAVE, "10.244.1.8") == []
     assert C.masquerade_rules_for("", "10.244.1.7") == []
+
+
+def test_reading_a_result():
+    att = P.Attachment("cni0", "m0", "veth1234abcd", "m1", "eth0", "m2", "/run/netns/lab-web",
+                       "10.244.1.5")
+    res = P.build_result(P.parse_config(conf()), att)
+    assert C.result_address(res, "/run/netns/lab-web") == "10.244.1.5/24"
+    assert C.result_address(res, "/run/netns/other") is None
+    assert C.result_host_veth(res) == "veth1234abcd"
