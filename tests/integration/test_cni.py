@@ -424,3 +424,19 @@ def test_concurrent_adds_on_one_node_get_distinct_addresses(mode, cni_bin, space
         list(pool.map(lambda i: C.delete(cl, f"c{i}", f"/run/netns/{pods[i]}", "eth0", spaces.node,
                                          results[i], path), range(8)))
     assert ip_files(data_dir) == []
+
+
+@pytest.mark.parametrize("mode", ["netlab", "reference"])
+def test_chain_uses_a_bridge_the_node_already_has(mode, cni_bin, spaces, data_dir):
+    """A lab's node may have made cni0 with the gateway address already (as `builtin` does): both
+    plugins take it as it is."""
+    sh("ip", "-n", spaces.node, "link", "add", "cni0", "type", "bridge")
+    sh("ip", "-n", spaces.node, "addr", "add", "10.244.1.1/24", "dev", "cni0")
+    sh("ip", "-n", spaces.node, "link", "set", "cni0", "up")
+    path = [REFERENCE, cni_bin]
+    cl = conflist_for(mode, data_dir)
+    pod = spaces.add("pod")
+    r = C.add(cl, "c1", f"/run/netns/{pod}", "eth0", spaces.node, path)
+    assert addrs(spaces.node, "cni0") == ["10.244.1.1/24"] and ping(pod, "10.244.1.1")
+    C.delete(cl, "c1", f"/run/netns/{pod}", "eth0", spaces.node, r.result, path)
+    assert ip_files(data_dir) == []
