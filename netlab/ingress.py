@@ -373,7 +373,7 @@ def intersect_hostnames(listener: Optional[str], route: list[str]) -> Optional[l
 def attach(cfg: IngressConfig) -> tuple[list[tuple[HTTPRouteSpec, GatewaySpec, Listener, list]],
                                         list[RouteStatus]]:
     """Which routes each listener takes, and every parentRef's Accepted condition."""
-    gws = {(g.namespace, g.name): g for g in cfg.gateways}
+    gws = {(g.namespace, g.name): g for g in cfg.gateways if g.gatewayClassName == GATEWAY_CLASS}
     attached, statuses = [], []
     for rt in cfg.httproutes:
         for ref in rt.parentRefs:
@@ -388,7 +388,8 @@ def attach(cfg: IngressConfig) -> tuple[list[tuple[HTTPRouteSpec, GatewaySpec, L
             if not listeners:
                 statuses.append(RouteStatus(route, parent, False, "NoMatchingParent",
                                             "no listener of the Gateway has this sectionName/port"
-                                            if gw else "no such Gateway"))
+                                            if gw else f"no Gateway of class {GATEWAY_CLASS} "
+                                            f"named {key[0]}/{key[1]}"))
                 continue
             allowed = [lst for lst in listeners if _allows(lst, gw, rt)]
             if not allowed:
@@ -544,7 +545,8 @@ def build_table(cfg: IngressConfig, resolve: Resolve, listen_port: int = 80) -> 
             live = [b for b in refs if b.weight > 0]
             # Gateway API: a rule with no usable backend answers 500.
             status = None if any(b.upstream for b in live) else 500
-            for m, match in enumerate(rule.matches):
+            # No matches (or `matches: []`) is the spec's default: PathPrefix / for every request.
+            for m, match in enumerate(rule.matches or [HTTPRouteMatch()]):
                 kind = "Exact" if match.path.type == "Exact" else "Prefix"
                 cand = Candidate(kind, _norm(match.path.value, match.path.type),
                                  tuple((h.name.lower(), h.value) for h in match.headers),
@@ -556,7 +558,7 @@ def build_table(cfg: IngressConfig, resolve: Resolve, listen_port: int = 80) -> 
         for host in names:
             per.setdefault((lst.port, host), [])
     # A listener hostname with no route still answers 404 for its names, not the default server.
-    for gw in cfg.gateways:
+    for gw in (g for g in cfg.gateways if g.gatewayClassName == GATEWAY_CLASS):
         for lst in gw.listeners:
             per.setdefault((lst.port, lst.hostname), [])
             apis.setdefault((lst.port, lst.hostname), set()).add("gateway")
@@ -733,6 +735,8 @@ def nginx_conf(table: RoutingTable, state_dir: str, comment: str = "") -> str:
         "    # a refused backend is an answer (502), not a reason to try the other weighted one",
         "    proxy_next_upstream off;",
         "    proxy_connect_timeout 5s;",
+        "    # never spool a response to disk: workers (user nobody) need no write access anywhere",
+        "    proxy_max_temp_file_size 0;",
         "",
     ]
     parts = head + ups + [""] + flag_maps + maps + [""] + internal + servers_text + ["}", ""]

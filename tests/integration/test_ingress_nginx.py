@@ -279,6 +279,15 @@ def test_access_log_in_state_dir(env):
     assert "shop.example.com" in log and PODS["cli"] in log
 
 
+def test_check_conf_reports_nginx_errors(env, tmp_path):
+    conf = tmp_path / "broken.conf"
+    text = ingress.nginx_conf(ingress.build_table(
+        ingress.IngressConfig.model_validate(SCENARIO), resolve), str(tmp_path))
+    conf.write_text(text.replace("proxy_pass http://shop-api-80;", "proxy_pas http://x;", 1))
+    ok, said = ingress.check_conf(str(conf), str(tmp_path), netns=env.ns["ing"])
+    assert not ok and 'unknown directive "proxy_pas"' in said
+
+
 def test_stop_leaves_nothing(env):
     master = env.procs["nginx-a"].pid
     workers = [p for p in env.pids(env.ns["ing"])
