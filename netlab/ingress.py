@@ -765,10 +765,105 @@ def describe(table: RoutingTable) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------- what a request should reach
+
+def route_request(table: RoutingTable, port: int, host: str, path: str,
+                  headers: Optional[dict[str, str]] = None) -> Candidate:
+    """The candidate nginx picks for one request, told the way nginx tells it: server_name
+    (exact, then the longest *.wildcard, then regular expressions in order, then the port's
+    default server), `location =`, else the longest prefix location, then the first candidate
+    whose headers all match. verify's expectations; the integration test checks nginx agrees."""
+    host = host.split(":")[0].lower()
+    servers = [s for s in table.servers if s.port == port]
+    if not servers:
+        raise ValueError(f"nothing listens on port {port}: ports {list(table.ports)}")
+    exact = [s for s in servers if s.host == host]
+    wild = sorted((s for s in servers if s.host and s.host.startswith("*.")
+                   and host.endswith(s.host[1:])), key=lambda s: -len(s.host))
+    regex = [s for s in servers if s.host and s.host.startswith("~") and re.match(s.host[1:], host)]
+    default = [s for s in servers if s.host is None]
+    srv = (exact + wild + regex + default)[0]
+    loc = next((lc for lc in srv.locations if lc.op == "=" and lc.path == path), None)
+    if loc is None:
+        loc = max((lc for lc in srv.locations if lc.op == "" and path.startswith(lc.path)),
+                  key=lambda lc: len(lc.path))
+    low = {k.lower(): v for k, v in (headers or {}).items()}
+    return next(c for c in loc.candidates if all(low.get(n) == v for n, v in c.headers))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request verify sends (curl -H 'Host: HOST' http://ADDR:PORT/PATH) and what must answer:
+    status (404, 500, 503) or the Services by weight (one Service: weight 1)."""
+    port: int
+    host: str
+    path: str
+    headers: tuple[tuple[str, str], ...]
+    services: tuple[tuple[str, int], ...]     # ("namespace/name", weight)
+    status: Optional[int]
+    why: str
+
+
+def _expect(c: Candidate) -> tuple[tuple[tuple[str, int], ...], Optional[int]]:
+    if c.status:
+        return (), c.status
+    return tuple((f"{b.namespace}/{b.service}", b.weight) for b in c.backends if b.weight > 0), None
+
+
+def _sample_host(name: Optional[str]) -> str:
+    if name is None:
+        return "unknown.invalid"
+    if name.startswith("~"):          # an Ingress one-label wildcard, as a regex
+        return "x" + name[len("~^[^.]+"):-1].replace("\\", "")
+    return "x" + name[1:] if name.startswith("*.") else name
+
+
+def probes(cfg: IngressConfig, table: RoutingTable, listen_port: int = 80) -> list[Probe]:
+    """The requests that prove every rule: each path reaches its Service, Prefix matches path
+    elements only, Exact only itself, unknown hosts get the default backend or 404, header
+    matches win; each expectation is what route_request (nginx's order) says."""
+    out: list[Probe] = []
+
+    def probe(port, host, path, headers, why):
+        c = route_request(table, port, host, path, dict(headers))
+        services, status = _expect(c)
+        out.append(Probe(port, host, path, tuple(headers), services, status,
+                         f"{why}: {c.source}"))
+
+    for ing in cfg.ingresses:
+        for rule in ing.rules:
+            host = _sample_host(rule.host) if rule.host else "unknown.invalid"
+            for p in rule.http.paths if rule.http else []:
+                path = _norm(p.path, p.pathType)
+                probe(listen_port, host, path, (), f"{p.pathType} {p.path} reaches its Service")
+                sub = path.rstrip("/") + "/x"
+                if p.pathType == "Exact":
+                    probe(listen_port, host, sub, (), f"Exact {p.path} does not take {sub}")
+                else:
+                    probe(listen_port, host, sub, (), f"{p.pathType} {p.path} takes {sub}")
+                    if path != "/":
+                        probe(listen_port, host, path + "x", (),
+                              f"{p.pathType} {p.path} vs {path}x"
+                              + (" (nginx's plain prefix)" if p.pathType != "Prefix"
+                                 else " (path elements only)"))
+    for port in table.ports:
+        probe(port, "unknown.invalid", "/", (), "an unknown host")
+    attached, _ = attach(cfg)
+    for rt, _gw, lst, names in attached:
+        for host in names:
+            for rule in rt.rules:
+                for m in rule.matches or [HTTPRouteMatch()]:
+                    headers = tuple((h.name, h.value) for h in m.headers)
+                    probe(lst.port, _sample_host(host), m.path.value, headers,
+                          f"{m.path.type} {m.path.value}"
+                          + "".join(f" {n}: {v}" for n, v in headers))
+    return list(dict.fromkeys(out))
+
+
 # ---------------------------------------------------------------- kubectl-like views
 
 def routes_table(kind: Literal["ingress", "gateway", "httproute"], cfg: IngressConfig,
-                 address: str = "", age: str = "-",
+                 address: str = "", age: str = "-", port: int = 80,
                  statuses: tuple[RouteStatus, ...] = (), programmed: bool = True
                  ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of `netlab get ingress|gateway|httproute`, with kubectl's columns."""
@@ -777,7 +872,7 @@ def routes_table(kind: Literal["ingress", "gateway", "httproute"], cfg: IngressC
         for ing in cfg.ingresses:
             hosts = sorted({r.host or "*" for r in ing.rules}) or ["*"]
             rows.append([ing.name, ing.ingressClassName or INGRESS_CLASS, ",".join(hosts),
-                         address, "80", age])
+                         address, str(port), age])
         return ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], rows
     if kind == "gateway":
         return (["NAME", "CLASS", "ADDRESS", "PROGRAMMED", "AGE"],

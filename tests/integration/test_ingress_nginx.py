@@ -279,6 +279,21 @@ def test_access_log_in_state_dir(env):
     assert "shop.example.com" in log and PODS["cli"] in log
 
 
+def test_nginx_answers_every_probe_as_route_request_predicts(env):
+    cfg = ingress.IngressConfig.model_validate(SCENARIO)
+    table = ingress.build_table(cfg, resolve)
+    checked = 0
+    for pr in ingress.probes(cfg, table):
+        code, body = who(env, pr.host, pr.path, *(f"{n}: {v}" for n, v in pr.headers),
+                         port=pr.port)
+        if pr.status:
+            assert code == pr.status, pr
+        else:
+            assert code == 200 and body in {s.split("/")[1] for s, _ in pr.services}, (pr, body)
+        checked += 1
+    assert checked >= 15
+
+
 def test_check_conf_reports_nginx_errors(env, tmp_path):
     conf = tmp_path / "broken.conf"
     text = ingress.nginx_conf(ingress.build_table(

@@ -389,3 +389,39 @@ def test_describe_names_every_route():
     assert "shop.example.com:80 location /api/ -> shop/api:80 (10.96.0.11:80)" in lines
     assert any(line.startswith("beta.example.com:80 location / [x-canary: 1] -> default/web-v2")
                for line in lines)
+
+
+def test_route_request_follows_nginx_order():
+    doc = copy.deepcopy(ISSUE)
+    doc["ingresses"][0]["rules"].append({"host": "*.foo.com", "http": {"paths": [
+        {"path": "/", "pathType": "Prefix", "backend": svc("web")}]}})
+    table = build_table(cfg(doc), resolve)
+
+    def to(host, path, headers=None):
+        c = ingress.route_request(table, 80, host, path, headers)
+        return c.status or ",".join(b.service for b in c.backends)
+
+    assert to("shop.example.com", "/api") == "api"
+    assert to("Shop.Example.com:80", "/api/x") == "api"
+    assert to("shop.example.com", "/apix") == "fallback"
+    assert to("shop.example.com", "/login/") == "fallback"
+    assert to("beta.example.com", "/x", {"X-Canary": "1"}) == "web-v2"
+    assert to("beta.example.com", "/x", {"x-canary": "true"}) == "web,web-v2"
+    assert to("other.example.com", "/") == 404              # the listener's own 404 server
+    assert to("bar.foo.com", "/") == "web"                  # one label under *.foo.com
+    assert to("baz.bar.foo.com", "/") == "fallback"         # two labels: not the Ingress wildcard
+    assert to("nobody.test", "/") == "fallback"
+    with pytest.raises(ValueError, match="nothing listens on port 81"):
+        ingress.route_request(table, 81, "x", "/")
+
+
+def test_probes_cover_every_rule():
+    table = build_table(cfg(), resolve)
+    got = {(p.host, p.path, p.headers): (p.services, p.status) for p in ingress.probes(cfg(), table)}
+    assert got[("shop.example.com", "/api", ())] == ((("shop/api", 1),), None)
+    assert got[("shop.example.com", "/apix", ())] == ((("shop/fallback", 1),), None)
+    assert got[("shop.example.com", "/login/x", ())] == ((("shop/fallback", 1),), None)
+    assert got[("unknown.invalid", "/", ())] == ((("shop/fallback", 1),), None)
+    assert got[("beta.example.com", "/", (("x-canary", "1"),))] == ((("default/web-v2", 1),), None)
+    assert got[("beta.example.com", "/", ())] == ((("default/web", 90), ("default/web-v2", 10)),
+                                                  None)
