@@ -10,6 +10,8 @@ rootfs/etc/nginx/template/nginx.tmpl. Only `check_conf` at the bottom runs a pro
     table = build_table(cfg, resolve)          # resolve(ns, service, port) -> "ip:port" | None
     text = nginx_conf(table, state_dir="/run/netlab/labs/x/ingress")
     argv = nginx_argv(conf_path, state_dir)    # run it in the ingress pod's namespace
+    probes(cfg, table)                         # the curls verify sends, with what must answer
+    routes_table("ingress", cfg, address=lb)   # `netlab get ingress` rows, kubectl's columns
 
 Upstreams are Service ClusterIP:port, not endpoints. ingress-nginx itself balances over the
 Service's endpoints (its Lua balancer reads EndpointSlices, skipping kube-proxy) unless the

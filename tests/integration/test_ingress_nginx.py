@@ -173,7 +173,6 @@ class Env:
 def env(tmp_path_factory):
     before_files, before_links = nginx_files(), root_links()
     e = Env(tmp_path_factory.mktemp("ting-ingress"))
-    e.before = (before_files, before_links)
     try:
         e.up()
         cfg = ingress.IngressConfig.model_validate(SCENARIO)
@@ -185,7 +184,8 @@ def env(tmp_path_factory):
         e.state_b = e.nginx("nginx-b", ingress.IngressConfig.model_validate(bare), 8081)
         yield e
     finally:
-        e.down()
+        left = e.down()
+    assert left == [] and nginx_files() == before_files and root_links() == before_links
 
 
 def who(env: Env, host: str, path: str, *headers: str, port: int = 80) -> tuple[int, str]:
@@ -303,18 +303,26 @@ def test_check_conf_reports_nginx_errors(env, tmp_path):
     assert not ok and 'unknown directive "proxy_pas"' in said
 
 
-def test_stop_leaves_nothing(env):
-    master = env.procs["nginx-a"].pid
-    workers = [p for p in env.pids(env.ns["ing"])
-               if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(master)]
-    assert workers, "nginx has no worker"
-    left = env.down()
+def test_stop_leaves_nothing(tmp_path):
+    """Its own pods and nginx (so it can run on any xdist worker): stopped, nothing is left."""
+    before_files, before_links = nginx_files(), root_links()
+    e = Env(tmp_path)
+    try:
+        e.up()
+        state = e.nginx("nginx", ingress.IngressConfig.model_validate(SCENARIO), 80)
+        assert who(e, "shop.example.com", "/api") == (200, "api")
+        master = e.procs["nginx"].pid
+        workers = [p for p in e.pids(e.ns["ing"])
+                   if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]
+                   == str(master)]
+        assert workers, "nginx has no worker"
+    finally:
+        left = e.down()
     assert left == []
     for pid in [str(master), *workers]:
         assert not Path(f"/proc/{pid}").exists() or b"nginx" not in Path(
             f"/proc/{pid}/cmdline").read_bytes()
-    before_files, before_links = env.before
     assert nginx_files() == before_files
     assert root_links() == before_links
-    written = sorted(p.name for p in env.state.iterdir())
-    assert {"nginx.conf", "access.log", "error.log", "proxy-temp"} <= set(written)
+    written = {p.name for p in state.iterdir()}
+    assert {"nginx.conf", "access.log", "error.log", "proxy-temp"} <= written
