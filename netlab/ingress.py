@@ -83,6 +83,7 @@ def _path(v: str) -> str:
 class ServiceBackendPort(_Spec):
     number: Optional[int] = Field(default=None, ge=1, le=65535)
     name: Optional[str] = None
+    _n = field_validator("name")(classmethod(lambda cls, v: v if v is None else _name(v)))
 
     @model_validator(mode="after")
     def _one(self):
@@ -168,6 +169,7 @@ class ParentReference(_Spec):
     namespace: Optional[str] = None
     sectionName: Optional[str] = None
     port: Optional[int] = Field(default=None, ge=1, le=65535)
+    _n = field_validator("name")(classmethod(lambda cls, v: _name(v)))
 
 
 class HTTPPathMatch(_Spec):

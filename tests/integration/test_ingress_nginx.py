@@ -8,6 +8,7 @@ pod's IP:8080, standing in for the ClusterIP:port a lab would give.
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -310,6 +311,19 @@ def test_stop_leaves_nothing(tmp_path):
     try:
         e.up()
         state = e.nginx("nginx", ingress.IngressConfig.model_validate(SCENARIO), 80)
+        assert who(e, "shop.example.com", "/api/x") == (200, "api")
+        # A path type changed (Prefix -> Exact): rewrite the conf, SIGHUP, and /api/x moves.
+        doc = copy.deepcopy(SCENARIO)
+        doc["ingresses"][0]["rules"][0]["http"]["paths"][0]["pathType"] = "Exact"
+        table = ingress.build_table(ingress.IngressConfig.model_validate(doc), resolve)
+        (state / "nginx.conf").write_text(ingress.nginx_conf(table, str(state)))
+        assert ingress.check_conf(str(state / "nginx.conf"), str(state), netns=e.ns["ing"])[0]
+        e.procs["nginx"].send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if who(e, "shop.example.com", "/api/x") == (200, "fallback"):
+                break
+            time.sleep(0.05)
+        assert who(e, "shop.example.com", "/api/x") == (200, "fallback")
         assert who(e, "shop.example.com", "/api") == (200, "api")
         master = e.procs["nginx"].pid
         workers = [p for p in e.pids(e.ns["ing"])
