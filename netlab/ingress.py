@@ -6,7 +6,7 @@ the Gateway API's precedence) -> the text of an nginx.conf in the shape of ingre
 rootfs/etc/nginx/template/nginx.tmpl. Only `check_conf` at the bottom runs a process.
 
     cfg = IngressConfig.model_validate({"ingresses": [...], "gateways": [...], "httproutes": [...]})
-    errors = validate(cfg)                     # [] or messages that each name the fix
+    errors = validate(cfg)                     # [] or Problems(loc, message naming the fix)
     table = build_table(cfg, resolve)          # resolve(ns, service, port) -> "ip:port" | None
     text = nginx_conf(table, state_dir="/run/netlab/labs/x/ingress")
     argv = nginx_argv(conf_path, state_dir)    # run it in the ingress pod's namespace
@@ -237,92 +237,125 @@ class IngressConfig(_Spec):
 
 # ---------------------------------------------------------------- validation
 
-def validate(cfg: IngressConfig, services: Optional[dict[tuple[str, str], set]] = None) -> list[str]:
+@dataclass(frozen=True)
+class Problem:
+    """One mistake: where it is (a path into the scenario, as model.py's locations are, so the
+    lead can name the YAML line) and what to do about it."""
+    loc: tuple
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def validate(cfg: IngressConfig, services: Optional[dict[tuple[str, str], set]] = None
+             ) -> list[Problem]:
     """Every mistake in the sections, each naming the fix. services, when given, maps
     (namespace, name) to the Service's port numbers and names, so unknown backends are caught."""
-    errors: list[str] = []
+    errors: list[Problem] = []
 
-    def backend(where: str, ns: str, name: str, port) -> None:
+    def fail(loc: tuple, message: str) -> None:
+        errors.append(Problem(loc, message))
+
+    def backend(loc: tuple, where: str, ns: str, name: str, port) -> None:
         if services is None:
             return
         ports = services.get((ns, name))
         if ports is None:
             known = sorted(n for (s, n) in services if s == ns)
-            errors.append(f"{where}: no Service '{name}' in namespace '{ns}': "
-                          f"known there: {', '.join(known) or 'none'}")
+            fail(loc, f"{where}: no Service '{name}' in namespace '{ns}': "
+                      f"known there: {', '.join(known) or 'none'}")
         elif port not in ports:
-            errors.append(f"{where}: Service {ns}/{name} has no port {port!r}: it has "
-                          f"{', '.join(str(p) for p in sorted(ports, key=str))}")
+            fail(loc, f"{where}: Service {ns}/{name} has no port {port!r}: it has "
+                      f"{', '.join(str(p) for p in sorted(ports, key=str))}")
+
+    def too_wide(loc: tuple, where: str, host: Optional[str]) -> None:
+        if host is not None and host.startswith("*.") and "." not in host[2:]:
+            fail(loc, f"{where}: host '{host}' is too wide: a wildcard needs a domain under it, "
+                      f"like *.example.com")
 
     seen_paths: dict[tuple, str] = {}
     default_owner = None
     for i, ing in enumerate(cfg.ingresses):
+        at = ("ingresses", i)
         who = f"ingresses[{i}] ({ing.namespace}/{ing.name})"
         if ing.ingressClassName not in (None, INGRESS_CLASS):
-            errors.append(f"{who}: ingressClassName '{ing.ingressClassName}' has no controller "
-                          f"here: netlab's nginx serves `ingressClassName: {INGRESS_CLASS}`")
+            fail(at + ("ingressClassName",),
+                 f"{who}: ingressClassName '{ing.ingressClassName}' has no controller "
+                 f"here: netlab's nginx serves `ingressClassName: {INGRESS_CLASS}`")
         if not ing.rules and ing.defaultBackend is None:
-            errors.append(f"{who}: routes nothing: add `rules:` or a `defaultBackend:`")
+            fail(at, f"{who}: routes nothing: add `rules:` or a `defaultBackend:`")
         if ing.defaultBackend is not None:
             b = ing.defaultBackend.service
-            backend(f"{who} defaultBackend", ing.namespace, b.name, b.port.value)
+            backend(at + ("defaultBackend",), f"{who} defaultBackend", ing.namespace, b.name,
+                    b.port.value)
             if default_owner is not None:
-                errors.append(f"{who}: a defaultBackend is already given by {default_owner}: "
-                              f"one controller has one default server, keep one")
+                fail(at + ("defaultBackend",),
+                     f"{who}: a defaultBackend is already given by {default_owner}: "
+                     f"one controller has one default server, keep one")
             default_owner = default_owner or who
         for r, rule in enumerate(ing.rules):
-            if rule.host is not None and rule.host.startswith("*.") and "." not in rule.host[2:]:
-                errors.append(f"{who} rules[{r}]: host '{rule.host}' is too wide: a wildcard "
-                              f"needs a domain under it, like *.example.com")
+            too_wide(at + ("rules", r, "host"), f"{who} rules[{r}]", rule.host)
             for p, path in enumerate(rule.http.paths if rule.http else []):
+                loc = at + ("rules", r, "http", "paths", p)
                 where = f"{who} rules[{r}] paths[{p}]"
                 b = path.backend.service
-                backend(where, ing.namespace, b.name, b.port.value)
+                backend(loc + ("backend",), where, ing.namespace, b.name, b.port.value)
                 key = (rule.host, path.pathType, _norm(path.path, path.pathType))
                 if key in seen_paths:
-                    errors.append(f"{where}: host {rule.host or '*'} path {path.path} "
-                                  f"({path.pathType}) is already routed by {seen_paths[key]}: "
-                                  f"remove one")
+                    fail(loc, f"{where}: host {rule.host or '*'} path {path.path} "
+                              f"({path.pathType}) is already routed by {seen_paths[key]}: "
+                              f"remove one")
                 seen_paths.setdefault(key, where)
 
     gws: dict[tuple[str, str], GatewaySpec] = {}
     for i, gw in enumerate(cfg.gateways):
+        at = ("gateways", i)
         who = f"gateways[{i}] ({gw.namespace}/{gw.name})"
         if (gw.namespace, gw.name) in gws:
-            errors.append(f"{who}: a second Gateway with this name: rename one")
+            fail(at + ("name",), f"{who}: a second Gateway with this name: rename one")
         gws[(gw.namespace, gw.name)] = gw
         if gw.gatewayClassName != GATEWAY_CLASS:
-            errors.append(f"{who}: gatewayClassName '{gw.gatewayClassName}' has no controller "
-                          f"here: netlab's GatewayClass is `{GATEWAY_CLASS}`")
+            fail(at + ("gatewayClassName",),
+                 f"{who}: gatewayClassName '{gw.gatewayClassName}' has no controller "
+                 f"here: netlab's GatewayClass is `{GATEWAY_CLASS}`")
         names, binds = set(), {}
-        for listener in gw.listeners:
+        for j, listener in enumerate(gw.listeners):
+            loc = at + ("listeners", j)
+            too_wide(loc + ("hostname",), f"{who} listener {listener.name}", listener.hostname)
             if listener.name in names:
-                errors.append(f"{who}: two listeners named '{listener.name}': names are unique")
+                fail(loc + ("name",),
+                     f"{who}: two listeners named '{listener.name}': names are unique")
             names.add(listener.name)
             bind = (listener.port, listener.hostname)
             if bind in binds:
-                errors.append(f"{who}: listeners '{binds[bind]}' and '{listener.name}' both take "
-                              f"port {listener.port} hostname {listener.hostname or '*'} "
-                              f"(Conflicted): give them different hostnames or ports")
+                fail(loc, f"{who}: listeners '{binds[bind]}' and '{listener.name}' both take "
+                          f"port {listener.port} hostname {listener.hostname or '*'} "
+                          f"(Conflicted): give them different hostnames or ports")
             binds[bind] = listener.name
 
     for i, rt in enumerate(cfg.httproutes):
+        at = ("httproutes", i)
         who = f"httproutes[{i}] ({rt.namespace}/{rt.name})"
-        for ref in rt.parentRefs:
+        for h, host in enumerate(rt.hostnames):
+            too_wide(at + ("hostnames", h), who, host)
+        for j, ref in enumerate(rt.parentRefs):
             key = (ref.namespace or rt.namespace, ref.name)
             if key not in gws:
                 known = ", ".join(f"{n}/{g}" for n, g in gws) or "none"
-                errors.append(f"{who}: parentRef '{ref.name}' is no Gateway in namespace "
-                              f"'{key[0]}': known Gateways: {known}")
+                fail(at + ("parentRefs", j),
+                     f"{who}: parentRef '{ref.name}' is no Gateway in namespace "
+                     f"'{key[0]}': known Gateways: {known}")
         for r, rule in enumerate(rt.rules):
             for m, match in enumerate(rule.matches):
                 names = [h.name.lower() for h in match.headers]
                 if len(set(names)) != len(names):
-                    errors.append(f"{who} rules[{r}] matches[{m}]: a header is matched twice: "
-                                  f"match each name once")
-            for b in rule.backendRefs:
-                backend(f"{who} rules[{r}] backendRef {b.name}", b.namespace or rt.namespace,
-                        b.name, b.port)
+                    fail(at + ("rules", r, "matches", m, "headers"),
+                         f"{who} rules[{r}] matches[{m}]: a header is matched twice: "
+                         f"match each name once")
+            for k, b in enumerate(rule.backendRefs):
+                backend(at + ("rules", r, "backendRefs", k), f"{who} rules[{r}] backendRef "
+                        f"{b.name}", b.namespace or rt.namespace, b.name, b.port)
     return errors
 
 

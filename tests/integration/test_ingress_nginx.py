@@ -177,7 +177,7 @@ def env(tmp_path_factory):
     try:
         e.up()
         cfg = ingress.IngressConfig.model_validate(SCENARIO)
-        assert ingress.validate(cfg) == []
+        assert [str(p) for p in ingress.validate(cfg)] == []
         e.state = e.nginx("nginx-a", cfg, 80)
         # The same rules without the defaultBackend, on a second nginx: unknown hosts get 404.
         bare = dict(SCENARIO, ingresses=[{k: v for k, v in SCENARIO["ingresses"][0].items()

@@ -9,7 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from netlab import ingress
-from netlab.ingress import IngressConfig, build_table, intersect_hostnames, nginx_conf, validate
+from netlab.ingress import IngressConfig, build_table, intersect_hostnames, nginx_conf
+
+
+def validate(*args):
+    return [p.message for p in ingress.validate(*args)]
 
 IPS = {"api": "10.96.0.11", "web": "10.96.0.12", "web-v2": "10.96.0.13", "fallback": "10.96.0.14"}
 
@@ -143,6 +147,15 @@ def test_header_matched_twice_and_bad_header_name():
     doc["httproutes"][0]["rules"][0]["matches"][0]["headers"] = [{"name": "x_canary", "value": "1"}]
     with pytest.raises(ValidationError, match="drops header names with '_'"):
         cfg(doc)
+
+
+def test_problems_say_where():
+    doc = copy.deepcopy(ISSUE)
+    doc["httproutes"][0]["parentRefs"] = [{"name": "edgee"}]
+    doc["gateways"][0]["listeners"][0]["hostname"] = "*.com"
+    locs = [p.loc for p in ingress.validate(cfg(doc))]
+    assert ("httproutes", 0, "parentRefs", 0) in locs
+    assert ("gateways", 0, "listeners", 0, "hostname") in locs
 
 
 def test_conflicting_listeners():
