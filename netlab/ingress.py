@@ -374,7 +374,8 @@ class RouteStatus:
     route: str                 # namespace/name
     parent: str                # namespace/name[/sectionName]
     accepted: bool
-    reason: str                # Accepted | NoMatchingParent | NotAllowedByListeners | NoMatchingListenerHostname
+    # Accepted | NoMatchingParent | NotAllowedByListeners | NoMatchingListenerHostname
+    reason: str
     message: str
 
 
@@ -462,7 +463,7 @@ def _allows(lst: Listener, gw: GatewaySpec, rt: HTTPRouteSpec) -> bool:
 
 @dataclass(frozen=True)
 class Backend:
-    """A Service port behind a route; upstream is its ClusterIP:port, None if it resolves to none."""
+    """A Service port behind a route; upstream is its ClusterIP:port (None: no such Service)."""
     namespace: str
     service: str
     port: Union[int, str]

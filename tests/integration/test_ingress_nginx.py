@@ -199,7 +199,7 @@ def who(env: Env, host: str, path: str, *headers: str, port: int = 80) -> tuple[
 def test_host_routing(env):
     assert who(env, "shop.example.com", "/api") == (200, "api")
     assert who(env, "www.example.com", "/api") == (200, "web")
-    assert who(env, "www.example.com:80", "/anything") == (200, "web")   # the Host's port is ignored
+    assert who(env, "www.example.com:80", "/anything") == (200, "web")   # Host's port: ignored
 
 
 def test_prefix_matches_path_elements_only(env):

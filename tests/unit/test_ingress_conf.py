@@ -430,7 +430,8 @@ def test_route_request_follows_nginx_order():
 
 def test_probes_cover_every_rule():
     table = build_table(cfg(), resolve)
-    got = {(p.host, p.path, p.headers): (p.services, p.status) for p in ingress.probes(cfg(), table)}
+    got = {(p.host, p.path, p.headers): (p.services, p.status)
+           for p in ingress.probes(cfg(), table)}
     assert got[("shop.example.com", "/api", ())] == ((("shop/api", 1),), None)
     assert got[("shop.example.com", "/apix", ())] == ((("shop/fallback", 1),), None)
     assert got[("shop.example.com", "/login/x", ())] == ((("shop/fallback", 1),), None)
