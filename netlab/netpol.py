@@ -521,7 +521,8 @@ def ruleset(node: str, pods_on_node, pods, namespaces, policies,
     (on kernel 6.18 br_netfilter is built in, the sysctl is per network namespace, 1 by default
     and settable inside one). The node's own traffic to its pods is locally generated (output
     hook), never forwarded, so it is always allowed; the `ip saddr <node ip> accept` rule keeps
-    the kubelet promise for anything forwarded with the node's address.
+    the kubelet promise for anything forwarded with the node's address. IPv4 only: the
+    dispatch maps are keyed by IPv4 addresses, as netlab's pods are.
     """
     c = _Cluster(namespaces, pods, nodes)
     node_ip = c.nodes.get(node)
@@ -546,10 +547,12 @@ def ruleset(node: str, pods_on_node, pods, namespaces, policies,
             if not mine:
                 continue
             chain = f"{kind.lower()}.{pod.namespace}.{pod.name}"
-            body = []
+            accept = "accept" if kind == "Ingress" else "return"
+            # itself: only a Service hairpin (pod -> ClusterIP -> same pod) gets here, after DNAT
+            body = [f"ip {'saddr' if kind == 'Ingress' else 'daddr'} {pod.ip} {accept} "
+                    f"comment {_q('the pod itself (Service hairpin)')}"]
             if kind == "Ingress" and node_ip:
                 body.append(f"ip saddr {node_ip} accept comment {_q('own node (kubelet probes)')}")
-            accept = "accept" if kind == "Ingress" else "return"
             for pol in mine:
                 rules = pol.ingress if kind == "Ingress" else pol.egress
                 for i, rule in enumerate(rules, 1):
@@ -587,3 +590,10 @@ def ruleset(node: str, pods_on_node, pods, namespaces, policies,
     head = (f"# netlab NetworkPolicy for node {node}: per-pod chains, dispatched by pod IP\n"
             f"table inet {TABLE}\ndelete table inet {TABLE}\n")
     return head + f"table inet {TABLE} {{\n" + "\n".join(sets + chains) + "\n}\n"
+
+
+def node_rulesets(pods, namespaces, policies, nodes: dict[str, str]) -> dict[str, str]:
+    """ruleset() for every node that has pods: node name -> nft text (one NftApply each)."""
+    return {node: ruleset(node, [p for p in pods if p.node == node], pods, namespaces,
+                          policies, nodes)
+            for node in sorted({p.node for p in pods})}

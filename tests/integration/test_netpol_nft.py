@@ -267,3 +267,41 @@ def test_deleting_one_rule_changes_exactly_its_pairs(cluster):
     observed = cluster.observe(80, "TCP")
     changed = {k for k in observed if observed[k] != before.allowed[k]}
     assert changed == governed, render_matrix(before, replace(before, allowed=observed))
+
+
+def test_same_node_traffic_needs_bridge_netfilter(cluster):
+    """Switch cni0's nf_call_iptables off on node1: its bridged pod-to-pod pairs bypass the
+    forward hook (and the policy), while routed pairs from node2 are still filtered."""
+    pols = parse_policies(SET_NAMED_PORT)
+    cluster.load(pols)
+    before = assert_observed(cluster, pols, 80, "TCP")
+    sh("ip", "-n", cluster.ns_of["node1"], "link", "set", "cni0", "type", "bridge",
+       "nf_call_iptables", "0")
+    node = {p.id: p.node for p in cluster.pods}
+    bridged = {(s, d) for (s, d), ok in before.allowed.items()
+               if not ok and node[s] == node[d] == "node1"}
+    assert bridged                            # x/b -> x/a and friends were denied
+    observed = cluster.observe(80, "TCP")
+    changed = {k for k in observed if observed[k] != before.allowed[k]}
+    assert changed == bridged
+
+
+def test_policy_sees_the_pod_ip_after_service_dnat(cluster):
+    """A ClusterIP DNAT'd to x/a in every node (priority dstnat, as kube-proxy's nftables mode):
+    through the Service, each pod reaches x/a exactly when the model lets it reach x/a's IP."""
+    pols = parse_policies(SET_NAMED_PORT)
+    cluster.load(pols)
+    xa = next(p for p in cluster.pods if p.id == "x/a")
+    vip = Pod("a", "x", "10.96.0.10", "none")          # x/a as seen through its ClusterIP
+    nat = ("table ip tnp-svc {\n chain prerouting {\n  type nat hook prerouting priority dstnat;\n"
+           f"  ip daddr {vip.ip} tcp dport 80 dnat to {xa.ip}:80\n }}\n}}\n")
+    for node in NODE_IP:
+        sh("ip", "netns", "exec", cluster.ns_of[node], "nft", "-f", "-", input=nat)
+    sources = [p.id for p in cluster.pods if p.id != "x/a"]
+    with ThreadPoolExecutor(16) as pool:
+        got = dict(zip(sources, pool.map(
+            lambda s: cluster.probe(s, vip, 80, "TCP"), sources)))
+    want = {s: verdict(pols, NAMESPACES, cluster.pods, s, "x/a", 80, "TCP", NODE_IP)[0]
+            for s in sources}
+    assert got == want
+    assert set(want.values()) == {True, False}
