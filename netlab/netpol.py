@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NS_LABEL = "kubernetes.io/metadata.name"
 TABLE = "netlab-netpol"
 Protocol = Literal["TCP", "UDP", "SCTP"]
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # IANA_SVC_NAME
 
 
@@ -203,6 +204,15 @@ class NetworkPolicy(_Spec):
     ingress: tuple[IngressRule, ...] = ()
     egress: tuple[EgressRule, ...] = ()
 
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        # also what keeps the nft set and chain names built from them unambiguous
+        if len(v) > 63 or not _DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} is not a DNS label (lowercase letters, digits and '-', "
+                             f"at most 63, starting and ending with a letter or digit)")
+        return v
+
     @property
     def types(self) -> tuple[str, ...]:
         """policyTypes as Kubernetes defaults it."""
@@ -294,6 +304,13 @@ class _Cluster:
         self.pods = {p.id: p for p in pods}
         self.by_ip = {p.ip: p for p in pods}
         self.nodes = dict(nodes or {})
+        self.isolating: dict = {}      # (kind, pod id) -> policies selecting it; one policy list
+
+    def selecting(self, kind: str, pod: Pod, policies) -> list:
+        key = (kind, pod.id)
+        if key not in self.isolating:
+            self.isolating[key] = [p for p in policies if kind in p.types and selects(p, pod)]
+        return self.isolating[key]
 
     def pod(self, ref: Union[str, Pod, None]) -> Optional[Pod]:
         if isinstance(ref, Pod):
@@ -344,7 +361,7 @@ def _rule_matches(rule, pol, peer_ip, peer_pod, dst_pod, port, proto, c) -> bool
 
 def _direction(kind, pod, policies, peer_ip, peer_pod, dst_pod, port, proto, c):
     """(allowed, reason) of one side: `kind` is Ingress (pod is the destination) or Egress."""
-    mine = [p for p in policies if kind in p.types and selects(p, pod)]
+    mine = c.selecting(kind, pod, policies)
     if not mine:
         return True, f"{pod.id} is not isolated for {kind}"
     for pol in mine:
@@ -365,7 +382,10 @@ def verdict(policies, namespaces, pods, src, dst, port: int, proto: str = "TCP",
     src: a pod ("ns/name", its IP, or a Pod) or any IP address (a node, the outside world);
     dst: a pod. nodes: node name -> node IP (for the own-node rule). The reason names the policy
     and rule that allowed, or the policies that isolate the pod when nothing allowed."""
-    c = _Cluster(namespaces, pods, nodes)
+    return _verdict(_Cluster(namespaces, pods, nodes), policies, src, dst, port, proto)
+
+
+def _verdict(c: _Cluster, policies, src, dst, port: int, proto: str) -> tuple[bool, str]:
     dpod = c.pod(dst)
     if dpod is None:
         raise ValueError(f"destination {dst!r} is not a pod")
@@ -410,12 +430,12 @@ class Matrix:
 
 def matrix(policies, namespaces, pods, port: int, proto: str = "TCP",
            nodes: Optional[dict[str, str]] = None) -> Matrix:
+    c = _Cluster(namespaces, pods, nodes)
     ids = tuple(sorted(p.id for p in pods))
     allowed, reasons = {}, {}
     for s in ids:
         for d in ids:
-            allowed[s, d], reasons[s, d] = verdict(policies, namespaces, pods, s, d, port,
-                                                   proto, nodes)
+            allowed[s, d], reasons[s, d] = _verdict(c, policies, s, d, port, proto)
     return Matrix(ids, port, proto.upper(), allowed, reasons)
 
 
@@ -533,13 +553,43 @@ def ruleset(node: str, pods_on_node, pods, namespaces, policies,
     egress_map, ingress_map = [], []
     seen: set[str] = set()
 
-    def add_set(name: str, addrs: list[str]) -> str:
-        if name in seen:
-            return name
-        seen.add(name)
-        elems = f" elements = {{ {', '.join(addrs)} }};" if addrs else ""
-        sets.append(f"\tset {name} {{ type ipv4_addr; flags interval;{elems} }}")
+    def add_set(name: str, peers, pol) -> str:
+        if name not in seen:
+            seen.add(name)
+            addrs = _peer_addresses(peers, pol, c)
+            elems = f" elements = {{ {', '.join(addrs)} }};" if addrs else ""
+            sets.append(f"\tset {name} {{ type ipv4_addr; flags interval;{elems} }}")
         return name
+
+    cache: dict = {}
+
+    def rule_lines(pol, kind, i, rule, pod) -> list[str]:
+        """The nft rules of one policy rule; an egress rule's do not depend on the pod."""
+        key = (pol.id, kind, i, pod.id if kind == "Ingress" else "")
+        if key in cache:
+            return cache[key]
+        accept = "accept" if kind == "Ingress" else "return"
+        what = f"{pol.id} {kind.lower()} rule {i}"
+        match = []
+        if rule.peers:
+            sname = add_set(f"{pol.namespace}.{pol.name}.{kind[:2].lower()}{i}", rule.peers, pol)
+            match.append(f"ip {'saddr' if kind == 'Ingress' else 'daddr'} @{sname}")
+        if kind == "Ingress":
+            dsts = [pod]
+        else:
+            dsts = [p for p in c.pods.values()
+                    if not rule.peers or any(_peer_matches(pe, pol, p.ip, p, c)
+                                             for pe in rule.peers)]
+        lines = []
+        for only, clause in _port_clauses(rule.ports, dsts):
+            words = list(match)
+            if only is not None and set(only) != {d.ip for d in dsts}:
+                words.append(f"ip daddr {{ {', '.join(_nets(ip + '/32' for ip in only))} }}")
+            if clause:
+                words.append(clause)
+            lines.append(" ".join(words + [accept, "comment", _q(what)]))
+        cache[key] = lines
+        return lines
 
     for pod in local:
         for kind in ("Egress", "Ingress"):
@@ -556,25 +606,7 @@ def ruleset(node: str, pods_on_node, pods, namespaces, policies,
             for pol in mine:
                 rules = pol.ingress if kind == "Ingress" else pol.egress
                 for i, rule in enumerate(rules, 1):
-                    what = f"{pol.id} {kind.lower()} rule {i}"
-                    match = []
-                    if rule.peers:
-                        sname = add_set(f"{pol.namespace}.{pol.name}.{kind[:2].lower()}{i}",
-                                        _peer_addresses(rule.peers, pol, c))
-                        match.append(f"ip {'saddr' if kind == 'Ingress' else 'daddr'} @{sname}")
-                    if kind == "Ingress":
-                        dsts = [pod]
-                    else:
-                        dsts = [p for p in c.pods.values()
-                                if not rule.peers or any(_peer_matches(pe, pol, p.ip, p, c)
-                                                         for pe in rule.peers)]
-                    for only, clause in _port_clauses(rule.ports, dsts):
-                        words = list(match)
-                        if only is not None and set(only) != {d.ip for d in dsts}:
-                            words.append(f"ip daddr {{ {', '.join(_nets(ip + '/32' for ip in only))} }}")
-                        if clause:
-                            words.append(clause)
-                        body.append(" ".join(words + [accept, "comment", _q(what)]))
+                    body += rule_lines(pol, kind, i, rule, pod)
             names = ", ".join(p.id for p in mine)
             body.append(f"drop comment {_q(f'{pod.id} isolated for {kind} by {names}')}")
             chains.append(f"\tchain {chain} {{\n" + "".join(f"\t\t{r}\n" for r in body) + "\t}")

@@ -334,6 +334,7 @@ def test_policy_types_default():
     ({"ingress": [{"ports": [{"protocol": "ICMP"}]}]}, "TCP"),
     ({"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}, "non-empty"),
     ({"ingres": []}, "Extra inputs are not permitted"),
+    ({"name": "Allow.All"}, "not a DNS label"),
 ])
 def test_validation_messages(bad, message):
     with pytest.raises(ValueError, match=message):
