@@ -6,6 +6,10 @@ Pods spread over namespaces ns0..ns9 and the nodes, labelled app=appK and tier=t
 policies mix default-deny, label and namespace selectors (AND and OR), ipBlocks, port ranges and
 named ports, in ingress and egress. The nft load runs in a scratch namespace (`tnpbench-...`)
 that is deleted again; nothing is loaded anywhere else.
+
+Measured (2 CPUs, kernel 6.18, 4 nodes): 100 pods / 50 policies: truth table of 10,000 verdicts
+55 ms, nft text for all nodes 30 ms (608 lines), `nft -f` 16-25 ms per node. 400 pods / 200
+policies: 2.3 s, 0.9 s (3,514 lines), 64-85 ms per node.
 """
 
 from __future__ import annotations

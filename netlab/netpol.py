@@ -629,3 +629,20 @@ def node_rulesets(pods, namespaces, policies, nodes: dict[str, str]) -> dict[str
     return {node: ruleset(node, [p for p in pods if p.node == node], pods, namespaces,
                           policies, nodes)
             for node in sorted({p.node for p in pods})}
+
+
+def without_rule(policies, policy_id: str, kind: str, index: int) -> tuple[NetworkPolicy, ...]:
+    """The policies with one rule taken out (kind "ingress"/"egress", index from 1, as in the
+    reasons and nft comments): the model of a ruleset with that rule's nft rules deleted."""
+    out = []
+    for p in policies:
+        if p.id == policy_id:
+            rules = list(getattr(p, kind))
+            if not 1 <= index <= len(rules):
+                raise ValueError(f"{policy_id} has no {kind} rule {index}")
+            del rules[index - 1]
+            # policyTypes stays what it was: taking out the last egress rule must not turn
+            # an Ingress+Egress policy into an Ingress-only one
+            p = p.model_copy(update={kind: tuple(rules), "policyTypes": p.types})
+        out.append(p)
+    return tuple(out)

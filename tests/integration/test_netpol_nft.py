@@ -19,12 +19,11 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from netlab.netpol import (ContainerPort, Matrix, Namespace, Pod, matrix, parse_policies,
-                           render_matrix, ruleset, verdict)
+from netlab.netpol import (ContainerPort, Namespace, Pod, matrix, parse_policies,
+                           render_matrix, ruleset, verdict, without_rule)
 from tests.conftest import ROOT, requires_root
 
 pytestmark = requires_root
@@ -264,7 +263,7 @@ def test_deleting_one_rule_changes_exactly_its_pairs(cluster):
     sh("ip", "netns", "exec", node1, "nft", "delete", "rule", "inet", "netlab-netpol",
        "ingress.x.a", "handle", handle)
     # what that rule governed: the pairs into x/a the model allows with it and denies without it
-    without = parse_policies([SET_NAMED_PORT[0], {**SET_NAMED_PORT[1], "ingress": []}])
+    without = without_rule(pols, "x/allow-y-web", "ingress", 1)
     after_model = matrix(without, NAMESPACES, cluster.pods, 80, "TCP", NODE_IP)
     governed = {(s, d) for (s, d) in before.allowed if d == "x/a"
                 and before.allowed[s, d] and not after_model.allowed[s, d]}

@@ -398,3 +398,14 @@ def test_ruleset_shape():
     ys = ", ".join(f"{IP[f'y/{n}']} : jump egress.y.{n}" for n in NAMES)
     assert f"ip saddr vmap {{ {ys} }}" in text2
     assert "ingress." not in text2
+
+
+def test_without_rule_keeps_policy_types():
+    from netlab.netpol import without_rule
+    pols = parse_policies([pol("e", egress=[{"to": [{"podSelector": {}}]}])])
+    left = without_rule(pols, "x/e", "egress", 1)
+    assert left[0].egress == () and left[0].types == ("Ingress", "Egress")
+    ok, why = verdict(left, NAMESPACES, PODS, "x/a", "y/a", 80, "TCP", NODES)
+    assert not ok and "x/e selects x/a for Egress" in why
+    with pytest.raises(ValueError, match="no ingress rule 1"):
+        without_rule(pols, "x/e", "ingress", 1)
