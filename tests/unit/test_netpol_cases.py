@@ -409,3 +409,27 @@ def test_without_rule_keeps_policy_types():
     assert not ok and "x/e selects x/a for Egress" in why
     with pytest.raises(ValueError, match="no ingress rule 1"):
         without_rule(pols, "x/e", "ingress", 1)
+
+
+def test_egress_deny_breaks_dns_and_the_fix():
+    """The lesson's trap: default-deny egress in x also stops x's DNS queries to kube-dns."""
+    kube = Namespace("kube-system")
+    dns = Pod("coredns", "kube-system", "10.244.3.53", "node2", {"k8s-app": "kube-dns"},
+              (ContainerPort("dns", 53, "UDP"), ContainerPort("dns-tcp", 53, "TCP")))
+    nss, pods = NAMESPACES + [kube], PODS + [dns]
+    deny = pol("default-deny-egress", egress=[], types=["Egress"])
+    pols = parse_policies([deny])
+    ok, why = verdict(pols, nss, pods, "x/a", "kube-system/coredns", 53, "UDP", NODES)
+    assert not ok and why.startswith("denied: x/default-deny-egress selects x/a for Egress")
+    fix = pol("allow-dns", types=["Egress"], egress=[{
+        "to": [{"namespaceSelector": {"matchLabels": {NSL: "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"port": "dns", "protocol": "UDP"}, {"port": "dns-tcp", "protocol": "TCP"}]}])
+    pols = parse_policies([deny, fix])
+    for proto in ("UDP", "TCP"):
+        assert verdict(pols, nss, pods, "x/a", "kube-system/coredns", 53, proto, NODES) == \
+            (True, "allowed by x/allow-dns egress rule 1")
+    assert not verdict(pols, nss, pods, "x/a", "y/a", 53, "UDP", NODES)[0]
+    text = ruleset("node1", [p for p in pods if p.node == "node1"], pods, nss, pols, NODES)
+    assert ("ip daddr @x.allow-dns.eg1 meta l4proto tcp th dport 53 return "
+            'comment "x/allow-dns egress rule 1"') in text
