@@ -593,7 +593,7 @@ def ruleset(node: str, pods_on_node, pods, namespaces, policies,
 
     for pod in local:
         for kind in ("Egress", "Ingress"):
-            mine = [p for p in policies if kind in p.types and selects(p, pod)]
+            mine = c.selecting(kind, pod, policies)
             if not mine:
                 continue
             chain = f"{kind.lower()}.{pod.namespace}.{pod.name}"
