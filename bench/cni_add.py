@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from netlab import cni_chain as C   # noqa: E402
+from netlab.runtime import cni_chain as C   # noqa: E402
 
 
 def sh(*argv: str) -> None:
@@ -70,7 +70,7 @@ def main() -> None:
         os.mkdir(cni_bin)
         wrapper = os.path.join(cni_bin, "netlab-cni")
         with open(wrapper, "w") as f:
-            f.write(f"#!/bin/sh\nPYTHONPATH={root} exec {sys.executable} -m netlab.cni_plugin\n")
+            f.write(f"#!/bin/sh\nPYTHONPATH={root} exec {sys.executable} -m netlab.runtime.cni_plugin\n")
         os.chmod(wrapper, 0o755)
         print(f"{args.pods} pods on one node, {args.jobs} at a time")
         for mode in ("netlab", "reference"):

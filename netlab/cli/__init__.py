@@ -325,6 +325,11 @@ def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
     node_cli.down(lab, node, as_json)
 
 
+# The commands of features, each in its own module of this package.
+from .cni import cni as _cni  # noqa: E402
+app.command(name="cni", context_settings={"allow_extra_args": False})(_cni)
+
+
 # ---------------------------------------------------------------- entry point
 
 

@@ -7,6 +7,7 @@ each phase of `up`, and the rules of `netlab verify` as it reports them.
 from __future__ import annotations
 
 from .checks import ScenarioChecks
+from .cni import Cni
 from .docker import Docker
 from .hostgw import HostGw
 from .outside import OutsideWorld
@@ -14,7 +15,7 @@ from .pods import Pods
 from .underlay import Underlay
 from .vxlan import Vxlan
 
-FEATURES = (Underlay(), Pods(), ScenarioChecks(), Docker(), HostGw(), Vxlan(), OutsideWorld())
+FEATURES = (Underlay(), Pods(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(), OutsideWorld())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import requires_root
-from netlab import cni_chain as C
-from netlab.cni_plugin import host_veth_name
+from netlab.runtime import cni_chain as C
+from netlab.runtime.cni_plugin import host_veth_name
 from netlab.core.errors import NetlabError
 
 pytestmark = requires_root
@@ -40,7 +40,7 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 def cni_bin(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("cni-bin")
     wrapper = d / "netlab-cni"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m netlab.cni_plugin\n")
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m netlab.runtime.cni_plugin\n")
     wrapper.chmod(0o755)
     return str(d)
 

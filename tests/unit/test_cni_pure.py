@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from netlab import cni_chain as C
-from netlab import cni_plugin as P
+from netlab.runtime import cni_chain as C
+from netlab.runtime import cni_plugin as P
 
 
 def conf(**over) -> dict:

@@ -40,8 +40,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Optional
 
-from .runtime import nlmsg
-from .runtime.batch import open_socket
+from . import nlmsg
+from .batch import open_socket
 
 SUPPORTED_VERSIONS = ["1.0.0", "1.1.0"]
 LATEST = SUPPORTED_VERSIONS[-1]

@@ -27,69 +27,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .core.errors import EXIT_FAILED, NetlabError
+from ..core.errors import EXIT_FAILED, NetlabError
+from ..features.cni import (KNOWN_VERSIONS, _vkey, conflist_path, kubelet_cni_args,  # noqa: F401
+                            list_version, netlab_conflist, node_conflist, node_dir,
+                            plugin_config, plugin_env, reference_conflist)
 
 REFERENCE_DIR = "/usr/lib/cni"
 # What a plugin may need on PATH: go-iptables (bridge's ipMasq, portmap) runs `iptables`.
 PLUGIN_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KNOWN_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS")
-
-
-def _vkey(v: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in v.split("."))
-    except ValueError:
-        return (0,)
-
-
-# ---------------------------------------------------------------- requests (pure)
-
-def list_version(conflist: dict) -> str:
-    """The version the chain speaks: the highest known of cniVersions (1.1.0), else cniVersion."""
-    versions = [v for v in conflist.get("cniVersions", []) if v in KNOWN_VERSIONS]
-    return max(versions, key=_vkey) if versions else conflist.get("cniVersion", "0.1.0")
-
-
-def plugin_config(conflist: dict, plugin: dict, prev_result: Optional[dict] = None,
-                  capability_args: Optional[dict] = None, extra: Optional[dict] = None) -> dict:
-    """The stdin JSON of one plugin, as libcni builds it: the plugin's own section plus the list's
-    name and cniVersion, prevResult when there is one, and runtimeConfig holding each capability
-    the plugin declares that the runtime has values for (portMappings, ips, ...)."""
-    conf = dict(plugin)
-    conf["name"] = conflist["name"]
-    conf["cniVersion"] = list_version(conflist)
-    runtime = {cap: (capability_args or {})[cap]
-               for cap, on in plugin.get("capabilities", {}).items()
-               if on and cap in (capability_args or {})}
-    if runtime:
-        conf["runtimeConfig"] = runtime
-    if prev_result is not None:
-        conf["prevResult"] = prev_result
-    conf.update(extra or {})
-    return conf
-
-
-def plugin_env(command: str, container_id: str, netns: str, ifname: str, cni_path: list[str],
-               cni_args: str = "") -> dict[str, str]:
-    """The CNI_* environment of one call (GC and STATUS carry only the command and the path)."""
-    env = {"CNI_COMMAND": command}
-    if command not in ("GC", "STATUS"):
-        env.update({"CNI_CONTAINERID": container_id, "CNI_NETNS": netns, "CNI_IFNAME": ifname})
-        if cni_args:
-            env["CNI_ARGS"] = cni_args
-    env["CNI_PATH"] = ":".join(cni_path)
-    return env
-
-
-def kubelet_cni_args(pod_namespace: str, pod_name: str, container_id: str,
-                     ip: Optional[str] = None) -> str:
-    """CNI_ARGS as kubelet's runtime passes them (and host-local's IP= for a fixed address)."""
-    args = ["IgnoreUnknown=1", f"K8S_POD_NAMESPACE={pod_namespace}", f"K8S_POD_NAME={pod_name}",
-            f"K8S_POD_INFRA_CONTAINER_ID={container_id}"]
-    if ip:
-        args.append(f"IP={ip}")
-    return ";".join(args)
 
 
 @dataclass
@@ -288,59 +234,6 @@ def result_host_veth(result: dict, bridge: str = "cni0") -> Optional[str]:
     return None
 
 
-# ---------------------------------------------------------------- conflists netlab writes (pure)
-
-def netlab_conflist(subnet: str, gateway: str, data_dir: str, bridge: str = "cni0",
-                    mtu: int = 1500, name: str = "netlab") -> dict:
-    """netlab-cni (its own IPAM, state in data_dir) chained with portmap."""
-    return {"cniVersion": "1.0.0", "name": name, "plugins": [
-        {"type": "netlab-cni", "bridge": bridge, "mtu": mtu,
-         "capabilities": {"ips": True},
-         "ipam": {"subnet": subnet, "gateway": gateway, "dataDir": data_dir}},
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-    ]}
-
-
-def reference_conflist(subnet: str, gateway: str, data_dir: str, range_start: Optional[str] = None,
-                       bridge: str = "cni0", mtu: int = 1500, ip_masq: bool = False,
-                       name: str = "cbr0") -> dict:
-    """Debian's reference plugins as flannel's 10-flannel.conflist delegates to them: bridge
-    (isGateway, isDefaultGateway, hairpinMode, ipMasq off unless asked: flannel masquerades
-    itself), host-local IPAM with its files in data_dir, then portmap and loopback.
-    Spec 1.0.0: the highest the Debian plugins (1.1.1) speak."""
-    rng = {"subnet": subnet, "gateway": gateway}
-    if range_start:
-        rng["rangeStart"] = range_start
-    return {"cniVersion": "1.0.0", "name": name, "plugins": [
-        {"type": "bridge", "bridge": bridge, "isGateway": True, "isDefaultGateway": True,
-         "hairpinMode": True, "ipMasq": ip_masq, "mtu": mtu,
-         "capabilities": {"ips": True},
-         "ipam": {"type": "host-local", "ranges": [[rng]], "dataDir": data_dir}},
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-        {"type": "loopback"},
-    ]}
-
-
-def node_dir(state_dir: str, node: str) -> str:
-    """<state>/cni/<node>: one node's CNI files (its IPAM state is its own: the network name is
-    the same on every node, so the IPAM dataDir must not be)."""
-    return os.path.join(state_dir, "cni", node)
-
-
-def node_conflist(mode: str, state_dir: str, node: str, subnet: str, gateway: str,
-                  mtu: int = 1500, ip_masq: bool = False, bridge: str = "cni0") -> dict:
-    """The conflist of one node for `network.cni` mode "netlab" or "reference", its IPAM files in
-    <state>/cni/<node>/ipam."""
-    data_dir = os.path.join(node_dir(state_dir, node), "ipam")
-    if mode == "netlab":
-        if ip_masq:
-            raise NetlabError("ipMasq is a setting of the reference bridge plugin (cni: reference)")
-        return netlab_conflist(subnet, gateway, data_dir, bridge=bridge, mtu=mtu)
-    if mode == "reference":
-        return reference_conflist(subnet, gateway, data_dir, bridge=bridge, mtu=mtu, ip_masq=ip_masq)
-    raise NetlabError(f"network.cni {mode!r}: one of builtin, netlab, reference")
-
-
 # ---------------------------------------------------------------- reading the ipMasq pitfall (pure)
 
 def masquerade_rules_for(iptables_save: str, ip: str) -> list[str]:
@@ -367,12 +260,6 @@ def masquerade_rules_for(iptables_save: str, ip: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- files in the lab's state
-
-def conflist_path(state_dir: str, name: str, node: Optional[str] = None) -> str:
-    """<state>/net.d[/<node>]/10-<name>.conflist, as /etc/cni/net.d holds it on a node."""
-    base = os.path.join(state_dir, "net.d", node) if node else os.path.join(state_dir, "net.d")
-    return os.path.join(base, f"10-{name}.conflist")
-
 
 def write_conflist(state_dir: str, conflist: dict, node: Optional[str] = None) -> str:
     """Write a conflist into the lab's state (one per node: net.d/<node>/10-<name>.conflist)."""
@@ -412,3 +299,39 @@ def drop_result(state_dir: str, network: str, container_id: str, ifname: str) ->
         os.unlink(result_path(state_dir, network, container_id, ifname))
     except FileNotFoundError:
         pass
+
+
+# ---------------------------------------------------------------- a lab's pods (lifecycle)
+
+def add_op(state_dir: str, op) -> dict:
+    """Apply a plan's CniAdd: ADD through the node's conflist with the model's address (the ips
+    capability), keep the result in the lab's state for CHECK and DEL; a KernelError naming the
+    plugin that refused otherwise (the chain was DEL'd again, as kubelet does)."""
+    from ..core.errors import KernelError
+    with open(op.conflist) as f:
+        conflist = json.load(f)
+    env = dict(op.calls[0][0]) if op.calls else {}
+    caps = json.loads(op.calls[0][2]).get("runtimeConfig", {}) if op.calls else {}
+    try:
+        result = add(conflist, op.container_id, f"/run/netns/{op.ns}", op.ifname, op.node_ns,
+                     cni_args=env.get("CNI_ARGS", ""), capability_args=caps).result
+    except ChainError as e:
+        raise KernelError(f"CNI ADD of pod {op.owner} failed: {e.message}") from None
+    save_result(state_dir, conflist["name"], op.container_id, op.ifname, result)
+    return result
+
+
+def del_record(state_dir: str, record: tuple) -> None:
+    """DEL of one pod recorded in the journal (node ns, pod ns, container id, ifname, conflist)."""
+    node_ns, ns, cid, ifname, path = record
+    try:
+        with open(path) as f:
+            conflist = json.load(f)
+    except (OSError, ValueError):
+        return      # never written: the ADD never ran
+    prev = load_result(state_dir, conflist["name"], cid, ifname)
+    try:
+        delete(conflist, cid, f"/run/netns/{ns}", ifname, node_ns, prev)
+    except (ChainError, OSError, subprocess.SubprocessError):
+        pass        # the namespaces go next, and with them whatever the plugins made there
+    drop_result(state_dir, conflist["name"], cid, ifname)
