@@ -325,6 +325,10 @@ def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
     node_cli.down(lab, node, as_json)
 
 
+from . import kube  # noqa: E402  (get, scale, delete, port-forward: kubectl's verbs)
+kube.register(app)
+
+
 # ---------------------------------------------------------------- entry point
 
 
