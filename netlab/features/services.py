@@ -191,6 +191,10 @@ class Services(Feature):
               "kubeProxy": (KubeProxySpec, KubeProxySpec())}
 
     def build(self, spec: Any, b: Build) -> None:
+        if not spec.services:   # the ranges matter only to Services
+            b.parts["services"] = ()
+            b.parts["kube_proxy"] = None
+            return
         kp, services = _build(spec, b)
         b.parts["services"] = services
         b.parts["kube_proxy"] = kp

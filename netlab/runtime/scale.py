@@ -134,7 +134,8 @@ def _change(name: str, edit: Callable[[Lab, dict], None],
         live["born"] = {k: v for k, v in live["born"].items() if k in after}
         live["born"].update((p.name, time.time()) for p in added)
         ops = pod_ops(plan.build(new), added)
-        ops += [NftApply(new.node(n).ns, text) for n, text in services.rulesets(new).items()]
+        if new.services:
+            ops += [NftApply(new.node(n).ns, text) for n, text in services.rulesets(new).items()]
 
         def rollback(st: LabState) -> None:
             remove_pods(st, added)
@@ -144,7 +145,7 @@ def _change(name: str, edit: Callable[[Lab, dict], None],
         state.reopen()
         try:
             remove_pods(state, removed)
-            deleted = flush_conntrack(old, new)
+            deleted = flush_conntrack(old, new) if new.services else 0
             state.record("live " + json.dumps(live, separators=(",", ":")))
         finally:
             state.close()
