@@ -150,7 +150,10 @@ def load(path: Union[str, Path, None] = None, name: Optional[str] = None) -> Lab
     return parse(text, shown, name)
 
 
-def parse(text: str, path: str = "<scenario>", name: Optional[str] = None) -> Lab:
+def parse(text: str, path: str = "<scenario>", name: Optional[str] = None,
+          live: Optional[dict] = None) -> Lab:
+    """`live`: what the lab's state says runs now (deployments' current pods, after `scale` and
+    `delete`: see features.deployments), so a lab that is up is parsed as it is."""
     data, lines = load_yaml(text, path)
     where = Where(path, lines)
     if not isinstance(data, dict):
@@ -169,6 +172,8 @@ def parse(text: str, path: str = "<scenario>", name: Optional[str] = None) -> La
             raise ScenarioError(path, None, f"--name: {e}") from None
     lab_name = name or spec.name or _name_from_path(path, where)
     b = Build(spec, lab_name, where)
+    if live:
+        b.scratch["live"] = live
     for feature in FEATURES:
         feature.build(spec, b)
     return Lab(name=lab_name, source=path, text=text, namespaces=tuple(b.namespaces),

@@ -328,6 +328,8 @@ def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
 # The commands of features, each in its own module of this package.
 from .cni import cni as _cni  # noqa: E402
 app.command(name="cni", context_settings={"allow_extra_args": False})(_cni)
+from . import kube  # noqa: E402  (get, scale, delete, port-forward: kubectl's verbs)
+kube.register(app)
 
 
 # ---------------------------------------------------------------- entry point

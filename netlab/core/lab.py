@@ -48,6 +48,14 @@ class Container:
 
 
 @dataclass(frozen=True)
+class ContainerPort:
+    """A container's declared port (Kubernetes' ContainerPort): what a named targetPort finds."""
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     ns: str
@@ -73,9 +81,12 @@ class Pod:
     containers: tuple[Container, ...]
     host_network: bool = False   # hostNetwork: true: no namespace of its own, the node's IP
     mtu: int = UNDERLAY_MTU   # of eth0 (and its veth peer): less than the underlay on vxlan
-
-
-
+    # Kubernetes' view of it (Services select pods by these): its namespace, labels, the ports
+    # its containers declare, and the deployment that made it ("" for a pod of `pods:`).
+    namespace: str = "default"
+    labels: tuple[tuple[str, str], ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    deployment: str = ""
 
 @dataclass(frozen=True)
 class Lab:

@@ -100,6 +100,28 @@ class RouteAdd:
 
 
 @dataclass(frozen=True)
+class DevRouteAdd:
+    """A route out of a device with no gateway (scope link), e.g. a node's Service range."""
+    ns: str
+    dst: str
+    dev: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}route add {self.dst} dev {_q(self.dev)}"
+
+
+@dataclass(frozen=True)
+class HairpinOn:
+    """Hairpin mode on a bridge port: the bridge may send a frame back out the port it came in
+    (a pod reaching itself through its Service, DNAT'd inside the bridge by bridge netfilter)."""
+    ns: str
+    ifname: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} type bridge_slave hairpin on"
+
+
+@dataclass(frozen=True)
 class Sysctl:
     """A sysctl under /proc/sys/net, set inside a namespace (never the root one)."""
     ns: str
@@ -235,7 +257,8 @@ class CniAdd:
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
-           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd]
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd,
+           DevRouteAdd, HairpinOn]
 
 
 NETEXEC_PY = str(Path(__file__).parent.parent / "netexec.py")

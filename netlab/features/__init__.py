@@ -12,10 +12,12 @@ from .docker import Docker
 from .hostgw import HostGw
 from .outside import OutsideWorld
 from .pods import Pods
+from .services import Services
 from .underlay import Underlay
 from .vxlan import Vxlan
 
-FEATURES = (Underlay(), Pods(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(), OutsideWorld())
+FEATURES = (Underlay(), Pods(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
+            OutsideWorld(), Services())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}

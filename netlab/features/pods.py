@@ -15,11 +15,19 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator
 
 from ..core.feature import Feature, Needs
-from ..core.lab import DEFAULT_PORT, NETEXEC, UNDERLAY_MTU, Container, Lab, Node, Pod, \
-    ifname_for, netexec_argv
+from ..core.lab import DEFAULT_PORT, NETEXEC, UNDERLAY_MTU, Container, ContainerPort, Lab, \
+    Node, Pod, ifname_for, netexec_argv
 from ..core.ops import HERE, AddrAdd, LinkMtu, LinkUp, RouteAdd, Spawn, VethAdd, argv_of
 from ..core.schema import Build, Loc, Spec, Where, did_you_mean, ipv4_field, is_host, name_field
+from . import deployments as D
 from ..verify.checks import Check, node_end, node_server, pod_end, reach, servers_of
+
+
+class ContainerPortSpec(Spec):
+    """One of a container's `ports:` (Kubernetes' ContainerPort): a named targetPort finds it."""
+    containerPort: int = Field(ge=1, le=65535)
+    name: Optional[str] = None
+    protocol: Literal["TCP", "UDP"] = "TCP"
 
 
 class ContainerSpec(Spec):
@@ -27,6 +35,7 @@ class ContainerSpec(Spec):
     image: Optional[Literal["netexec"]] = None
     command: Optional[list[str]] = None
     port: Optional[int] = Field(default=None, ge=1, le=65535)
+    ports: list[ContainerPortSpec] = []
 
     _name = field_validator("name")(classmethod(name_field))
 
@@ -44,23 +53,55 @@ class PodSpec(Spec):
     ip: Optional[str] = None
     containers: list[ContainerSpec] = []
     hostNetwork: bool = False
+    namespace: str = "default"
+    labels: dict[str, str] = {}
 
     _name = field_validator("name")(classmethod(name_field))
     _ip = field_validator("ip")(classmethod(ipv4_field))
 
 
+class NamespaceSpec(Spec):
+    name: str
+    labels: dict[str, str] = {}
+
+    _name = field_validator("name")(classmethod(name_field))
+
+
+class DeploymentSpec(Spec):
+    """A deployment: `replicas` pods from one template, spread over the nodes."""
+    name: str
+    namespace: str = "default"
+    replicas: int = Field(default=1, ge=0, le=1000)
+    labels: dict[str, str] = {}
+    containers: list[ContainerSpec] = Field(min_length=1)
+
+    _name = field_validator("name")(classmethod(name_field))
+
+
+def _namespaces_field(v):
+    # `namespaces: [default, shop]` or `- {name: shop, labels: {...}}`
+    return [{"name": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
+
 class Pods(Feature):
     name = "pods"
-    schema = {"pods": (list[PodSpec], [])}
+    schema = {"pods": (list[PodSpec], []), "namespaces": (list[NamespaceSpec], []),
+              "deployments": (list[DeploymentSpec], [])}
+    before = {"namespaces": _namespaces_field}
 
     def build(self, spec: Any, b: Build) -> None:
         where, nodes, mtu = b.where, b.fields["nodes"], b.fields["mtu"]
         by_name = {n.name: n for n in nodes}
         taken: dict[str, dict[str, Loc]] = {n.name: {} for n in nodes}
         veths: dict[str, set[str]] = b.scratch["veths"]
-        for i, p in enumerate(spec.pods):
-            loc = ("pods", i)
+        kube_ns = D.namespaces(spec.namespaces)
+        specs = [(("pods", i), p, "") for i, p in enumerate(spec.pods)]
+        specs += _replicas(spec, b, [n.name for n in nodes], {n.name for n in kube_ns})
+        for loc, p, _ in specs:
             b.claim(p.name, loc + ("name",))
+            if p.namespace not in {n.name for n in kube_ns}:
+                where.fail(loc + ("namespace",), f"pod '{p.name}': namespace '{p.namespace}' is "
+                                                 f"not declared: add it to `namespaces:`")
             if p.node not in by_name:
                 fix = did_you_mean(p.node, list(by_name), f"use one of {', '.join(by_name)}")
                 where.fail(loc + ("node",), f"pod '{p.name}' is on unknown node '{p.node}': {fix}")
@@ -92,23 +133,36 @@ class Pods(Feature):
             _check_containers(p, loc, where)
 
         pods: list[Pod] = []
-        free = {n.name: _free_hosts(ipaddress.IPv4Network(n.pod_cidr), taken[n.name]) for n in nodes}
-        for i, p in enumerate(spec.pods):
+        retired = set(b.scratch.get("live", {}).get("retired", ()))
+        free = {n.name: _free_hosts(ipaddress.IPv4Network(n.pod_cidr), taken[n.name], retired)
+                for n in nodes}
+        for loc, p, deployment in specs:
+            kube = dict(namespace=p.namespace, labels=tuple(sorted(p.labels.items())),
+                        ports=_ports(p), deployment=deployment)
             if p.hostNetwork:
                 node = by_name[p.node]
                 pods.append(Pod(name=p.name, ns=node.ns, node=p.node, ip=node.ip, host_veth="",
                                 containers=tuple(_container(p.name, c) for c in p.containers),
-                                host_network=True))
+                                host_network=True, **kube))
                 continue
             ip = p.ip or next(free[p.node], None)
             if ip is None:
                 node = by_name[p.node]
-                where.fail(("pods", i, "node"), f"node '{node.name}''s podCIDR {node.pod_cidr} has no "
-                                                f"address left for pod '{p.name}': use a larger podCIDR")
+                where.fail(loc + ("node",), f"node '{node.name}''s podCIDR {node.pod_cidr} has no "
+                                            f"address left for pod '{p.name}': use a larger podCIDR")
             containers = tuple(_container(p.name, c) for c in p.containers)
             pods.append(Pod(name=p.name, ns=f"{b.lab}-{p.name}", node=p.node, ip=ip,
-                            host_veth=ifname_for(p.name, "veth-"), containers=containers, mtu=mtu))
+                            host_veth=ifname_for(p.name, "veth-"), containers=containers, mtu=mtu,
+                            **kube))
         b.fields["pods"] = tuple(pods)
+        b.parts["kube_namespaces"] = kube_ns
+        b.parts["deployments"] = tuple(
+            D.Deployment(d.name, d.namespace, sum(p.deployment == d.name and p.namespace ==
+                                                  d.namespace for p in pods),
+                         tuple(sorted(d.labels.items())), D.template_hash(d.labels, d.containers),
+                         tuple(p.name for p in pods if p.deployment == d.name
+                               and p.namespace == d.namespace))
+            for d in spec.deployments)
         b.namespaces += [p.ns for p in pods if not p.host_network]
 
     def ops(self, lab: Lab, phase: str) -> list:
@@ -186,11 +240,45 @@ def _pod_mtu(lab: Lab, veths: bool = True) -> list:
     return ops
 
 
-def _free_hosts(subnet: ipaddress.IPv4Network, taken: dict):
-    """Pod addresses in order from the second host on (the first is cni0's), skipping taken ones."""
-    hosts = subnet.hosts()
-    next(hosts)
-    return (str(h) for h in hosts if str(h) not in taken)
+def _free_hosts(subnet: ipaddress.IPv4Network, taken: dict, retired: set = frozenset()):
+    """Pod addresses in order from the second host on (the first is cni0's), skipping taken ones;
+    addresses of deleted pods (`retired`) come last, so a replacement pod gets a new address."""
+    hosts = list(subnet.hosts())[1:]
+    for h in hosts:
+        if str(h) not in taken and str(h) not in retired:
+            yield str(h)
+    for h in hosts:
+        if str(h) not in taken and str(h) in retired:
+            yield str(h)
+
+
+def _replicas(spec: Any, b: Build, nodes: list[str], known_ns: set[str]) -> list:
+    """Every deployment's replicas as pod specs (with the location of their deployment), as the
+    lab's state keeps them (`b.scratch["live"]`) or, at first, from `replicas:`."""
+    live = b.scratch.get("live", {}).get("deployments", {})
+    out = []
+    for j, d in enumerate(spec.deployments):
+        loc = ("deployments", j)
+        if d.namespace not in known_ns:
+            b.where.fail(loc + ("namespace",), f"deployment '{d.name}': namespace '{d.namespace}' "
+                                               f"is not declared: add it to `namespaces:`")
+        h = D.template_hash(d.labels, d.containers)
+        labels = {**d.labels, "pod-template-hash": h}
+        for r in D.replicas(d.name, d.namespace, d.replicas, h, nodes,
+                            live.get(f"{d.namespace}/{d.name}")):
+            out.append((loc, PodSpec(name=r.name, node=r.node, ip=r.ip, namespace=d.namespace,
+                                     labels=labels, containers=d.containers), d.name))
+    return out
+
+
+def _ports(p: PodSpec) -> tuple[ContainerPort, ...]:
+    """The ports a pod's containers declare: `ports:` entries and the unnamed TCP `port:`."""
+    out = []
+    for c in p.containers:
+        if c.port is not None:
+            out.append(ContainerPort(c.port))
+        out += [ContainerPort(cp.containerPort, cp.name or "", cp.protocol) for cp in c.ports]
+    return tuple(out)
 
 
 def _check_containers(p: PodSpec, loc: Loc, where: Where):
@@ -205,8 +293,13 @@ def _check_containers(p: PodSpec, loc: Loc, where: Where):
         if (c.image is None) == (c.command is None):
             where.fail(cloc, f"pod '{p.name}', container '{c.name}': give either `image: netexec` "
                              f"(netlab's HTTP server) or `command: [...]`, not both or neither")
-        if c.image is not None or c.port is not None:
-            port = c.port or DEFAULT_PORT
+        tcp = {cp.containerPort for cp in c.ports if cp.protocol == "TCP"} | {c.port} - {None}
+        udp = {cp.containerPort for cp in c.ports if cp.protocol == "UDP"}
+        if c.image is not None and (len(tcp) > 1 or len(udp) > 1):
+            where.fail(cloc + ("ports",), f"pod '{p.name}', container '{c.name}': netexec serves "
+                                          f"one TCP and one UDP port: declare at most one of each")
+        if c.image is not None or c.port is not None or tcp:
+            port = c.port or min(tcp, default=DEFAULT_PORT)
             if port in ports:
                 where.fail(cloc + ("port",), f"pod '{p.name}': port {port} is used by container "
                                              f"'{ports[port]}' too; containers of a pod share one "
@@ -216,8 +309,13 @@ def _check_containers(p: PodSpec, loc: Loc, where: Where):
 
 def _container(pod: str, c: ContainerSpec) -> Container:
     if c.image == NETEXEC:
-        port = c.port or DEFAULT_PORT
-        return Container(name=c.name, argv=netexec_argv(pod, port), port=port, image=NETEXEC)
+        tcp = [cp.containerPort for cp in c.ports if cp.protocol == "TCP"]
+        udp = [cp.containerPort for cp in c.ports if cp.protocol == "UDP"]
+        port = c.port or (tcp[0] if tcp else DEFAULT_PORT)
+        # netexec answers UDP too on a declared UDP port (like agnhost's --udp-port).
+        extra = ("--udp-port", str(udp[0])) if udp else ()
+        return Container(name=c.name, argv=netexec_argv(pod, port) + extra, port=port,
+                         image=NETEXEC)
     return Container(name=c.name, argv=tuple(c.command or ()), port=c.port, image=None)
 
 

@@ -418,6 +418,15 @@ class Kernel:
         self.sock(op.ns).route("add", dst=op.dst, gateway=op.via, oif=self.index(op.ns, op.dev),
                                flags=RTNH_F_ONLINK, proto=3)
 
+    def _dev_route_add(self, op: P.DevRouteAdd) -> None:
+        # scope link (253), as `ip route add DST dev DEV` sets for a route without a gateway.
+        self.sock(op.ns).route("add", dst=op.dst, oif=self.index(op.ns, op.dev), scope=253,
+                               proto=3)
+
+    def _hairpin_on(self, op: P.HairpinOn) -> None:
+        # IFLA_BRPORT_MODE is the bridge port's hairpin flag.
+        self.sock(op.ns).brport("set", index=self.index(op.ns, op.ifname), mode=1)
+
     _appliers: dict[type, Callable] = {
         P.NetnsAdd: _netns_add,
         P.BridgeAdd: _bridge_add,
@@ -432,6 +441,8 @@ class Kernel:
         P.NeighAdd: _neigh_add,
         P.FdbAppend: _fdb_append,
         P.OnlinkRouteAdd: _onlink_route_add,
+        P.DevRouteAdd: _dev_route_add,
+        P.HairpinOn: _hairpin_on,
     }
 
     # ------------------------------------------------------------ observation

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import plan
+from .. import model, plan
 from ..core.errors import KernelError
 from ..core.lab import Lab
 from . import cni_chain
@@ -44,8 +44,11 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
         result = UpResult(lab)
         if state.exists():
             journal = state.journal()
+            # After `scale` or `delete` the lab's pods are those of its journal, not the scenario's.
+            now = model.parse(lab.text, lab.source, lab.name, live=journal.live) \
+                if journal.live and state.info().get("text") == lab.text else lab
             if journal.complete and state.info().get("text") == lab.text and \
-                    all(K.netns_exists(ns) for ns in lab.namespaces):
+                    all(K.netns_exists(ns) for ns in now.namespaces):
                 result.already_up = True
                 return result
             if journal.complete and state.info().get("text") != lab.text:

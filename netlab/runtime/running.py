@@ -24,7 +24,9 @@ def load_up(name: str) -> Lab:
         lab_name, node = name.rsplit("@", 1)
         lab = model.parse(info["text"], info.get("source", "<scenario>"), lab_name)
         return nodehost.local_view(lab, node)
-    return model.parse(info["text"], info.get("source", "<scenario>"), name)
+    # The pods that run now: the scenario's, with what `scale` and `delete` changed since.
+    return model.parse(info["text"], info.get("source", "<scenario>"), name,
+                       live=state.journal().live or None)
 
 
 @dataclass

@@ -34,6 +34,9 @@ class Journal:
     sysctls: dict = field(default_factory=dict)      # key -> the value before netlab
     # Pods wired through CNI: (node namespace, pod namespace, container id, ifname, conflist).
     cni: list = field(default_factory=list)
+    # What runs now when pods came and went (`scale`, `delete`): the last `live` line, the
+    # deployments' current pods (see features.deployments); {} while the scenario's hold.
+    live: dict = field(default_factory=dict)
 
 
 class LabState:
@@ -55,6 +58,10 @@ class LabState:
         tmp = self.dir / "lab.json.tmp"
         tmp.write_text(json.dumps(info))
         tmp.replace(self.dir / "lab.json")
+        self._journal = open(self.dir / "journal", "a", buffering=1)
+
+    def reopen(self) -> None:
+        """Append to the journal of a lab that is up (scale, delete), as `begin` does for up."""
         self._journal = open(self.dir / "journal", "a", buffering=1)
 
     def record(self, line: str) -> None:
@@ -108,6 +115,11 @@ class LabState:
                 j.routes.append((words[0], words[1], words[2]))
             elif kind == "cni" and len(words) == 5:
                 j.cni.append(tuple(words))
+            elif kind == "live" and rest:
+                try:
+                    j.live = json.loads(rest)
+                except ValueError:   # a line cut by a crash: the one before it holds
+                    pass
             elif kind == "sysctl" and len(words) == 2:
                 j.sysctls.setdefault(words[0], words[1])   # the first is the value before netlab
         return j
