@@ -246,6 +246,8 @@ class CniAdd:
     conflist: str         # its path in the lab's state
     owner: str            # the pod
     calls: tuple[tuple[tuple[tuple[str, str], ...], str, str], ...]   # (env, plugin, stdin JSON)
+    address: str = ""     # what the pod's eth0 will have (address/prefixlen), and its gateway
+    gateway: str = ""
 
     def ip(self) -> str:
         lines = [f"# CNI ADD of pod {self.owner} through {self.conflist}"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from ..core.errors import NetlabError
@@ -202,14 +203,14 @@ def cni_add(lab: Lab, pod: Pod) -> CniAdd:
     node = lab.node(pod.node)
     return CniAdd(node.ns, pod.ns, cid, "eth0",
                   conflist_path(state_dir(lab.name), conflist["name"], node.name), pod.name,
-                  tuple(calls))
+                  tuple(calls), pod_address(lab, pod), node.gateway)
 
 
+@dataclass(frozen=True)
 class CniSetup:
     """The lab's part: which plugins wire its pods."""
-
-    def __init__(self, mode: str, ip_masq: bool):
-        self.mode, self.ip_masq = mode, ip_masq
+    mode: str
+    ip_masq: bool
 
     @property
     def plugins(self) -> bool:

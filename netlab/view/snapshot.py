@@ -181,6 +181,17 @@ def from_plan(lab: Lab, ops: Iterable[P.Op]) -> Snapshot:
                 ns(op.ns).forwarding = op.value == "1"
         elif isinstance(op, P.Spawn):
             pass
+        elif isinstance(op, P.CniAdd):
+            # What the plugin chain will make: the pod's eth0 with its address and default route,
+            # its peer on the node's cni0 (a name the plugin chooses: shown by the pod's).
+            peer = f"veth@{op.owner}"
+            ns(op.ns).ifaces[op.ifname] = Iface(op.ifname, "veth", up=True, peer=(op.node_ns, peer),
+                                                addrs=(op.address,))
+            ns(op.node_ns).ifaces[peer] = Iface(peer, "veth", up=True, master="cni0",
+                                                peer=(op.ns, op.ifname))
+            net = ipaddress.IPv4Network(op.address, strict=False)
+            ns(op.ns).routes.append(Route(str(net), None, op.ifname, src=op.address.split("/")[0]))
+            ns(op.ns).routes.append(Route("default", op.gateway, op.ifname))
         elif all(hasattr(op, a) for a in ("ns", "dst", "via", "dev")):
             dst = "default" if op.dst in ("default", "0.0.0.0/0") else op.dst
             ns(op.ns).routes.append(Route(dst, op.via, op.dev))
