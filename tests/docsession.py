@@ -15,7 +15,7 @@ How a document is written (see docs/README.md):
     ```
 
 - A ```console block is a session: each `$ ` line is a command (a line ending in `\\` goes on
-  with the next one); the lines up to the next `$ ` are its expected output (stdout and stderr
+  with the next one, passed to bash as typed); the lines up to the next `$ ` are its expected output (stdout and stderr
   together, as a terminal shows them). A command with no lines below it must print nothing.
 - `...` in an expected output matches anything (doctest's ELLIPSIS, also inside a line).
 - What legitimately varies is normalised on BOTH sides before comparing, so the doc shows a real
@@ -62,7 +62,7 @@ def parse_session(text: str, first_line: int = 1) -> List[Step]:
         command = lines[i][2:]
         while command.endswith("\\") and i + 1 < len(lines):
             i += 1
-            command = command[:-1] + "\n" + lines[i]
+            command = command + "\n" + lines[i]  # verbatim: bash reads `\` + newline itself
         i += 1
         out: List[str] = []
         while i < len(lines) and not lines[i].startswith("$ "):

@@ -45,6 +45,9 @@ LABS = ["three-node", "overlay", "docker-modes", "mixed", "routed-host-gw", "dem
 HAND_MADE = ["red", "blue"]
 LOCK = "/run/netlab-docs-tests.lock"
 COMMAND_TIMEOUT = 120
+# While writing a doc: NETLAB_DOCS_KEEP_GOING=1 runs the sessions after a failed one too, to see
+# every mismatch in one run (later ones may follow from the first).
+KEEP_GOING = os.environ.get("NETLAB_DOCS_KEEP_GOING") == "1"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the docs run as root")
 
@@ -133,7 +136,7 @@ def test_doc(doc: str, shell_env, subtests) -> None:
                     try:
                         example.evaluate()
                     except AssertionError:
-                        failed = f"{doc}:{line}"
+                        failed = failed or f"{doc}:{line}"
                         raise
         finally:
             left = leftovers()
