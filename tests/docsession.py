@@ -74,8 +74,8 @@ def parse_session(text: str, first_line: int = 1) -> List[Step]:
 
 # Each: what varies -> a fixed token. Applied to the doc's output and the real one alike.
 _NORMALISERS = [
-    (re.compile(r"\b\d+(?:\.\d+)?(?: ?)(ms|s)\b"), r"<T>\1"),               # 0.39s, 0.036 ms, 1s
-    (re.compile(r"\b\d+(?:\.\d+)?(m|h|d)\b(?=\s*$)", re.M), r"<T>\1"),     # an AGE at a line's end
+    (re.compile(r"\b\d+(?:\.\d+)? ?(?:ms|s)\b"), "<T>"),                 # 0.39s, 0.036 ms, 1s
+    (re.compile(r"\b\d+[mhd]\b(?=[ \t]*$)", re.M), "<T>"),                   # an AGE: 3m, 2h, 1d
     (re.compile(r"\b(?!0a:58:)(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b"), "<MAC>"),
     (re.compile(r"\bfe80::[0-9a-f:]+/64"), "<LINKLOCAL>"),
     (re.compile(r"((?:\d{1,3}\.){3}\d{1,3}):(?:3[2-9]\d{3}|[4-6]\d{4})\b"), r"\1:<PORT>"),
