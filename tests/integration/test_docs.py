@@ -131,7 +131,7 @@ def test_doc(doc: str, shell_env, subtests) -> None:
             for example in document:
                 line = document.text.count("\n", 0, example.region.start) + 1
                 with subtests.test(msg=f"{doc}:{line}"):
-                    if failed:
+                    if failed and not KEEP_GOING:
                         pytest.skip(f"not run: {failed} failed before it")
                     try:
                         example.evaluate()
