@@ -22,6 +22,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import unittest
 from pathlib import Path
 from typing import Iterator, List
 
@@ -135,6 +136,8 @@ def test_doc(doc: str, shell_env, subtests) -> None:
                         pytest.skip(f"not run: {failed} failed before it")
                     try:
                         example.evaluate()
+                    except unittest.SkipTest as skip:  # Sybil's skip directive, with its reason
+                        pytest.skip(f"{doc}:{line}: shown for reading only: {skip}")
                     except AssertionError:
                         failed = failed or f"{doc}:{line}"
                         raise
