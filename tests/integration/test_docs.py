@@ -147,3 +147,10 @@ def test_doc(doc: str, shell_env, subtests) -> None:
                 _tidy()
         assert not left, f"{doc} left things behind: {left}"
         assert failed is None, f"{doc}: the session at {failed} does not print what it shows"
+
+
+def test_every_doc_is_tested() -> None:
+    """A new page under docs/ is run too (docs/README.md is about writing them, not a lesson)."""
+    pages = {"README.md"} | {f"docs/{p.name}" for p in (CHECKOUT / "docs").glob("*.md")
+                             if p.name != "README.md"}
+    assert pages == set(DOCS), f"add the new pages to DOCS: {sorted(pages - set(DOCS))}"
