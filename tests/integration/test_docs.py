@@ -42,7 +42,7 @@ DOCS = [
     "docs/reliability.md",
 ]
 # Every lab and hand-made namespace the docs create: checked absent before a doc, and after it.
-LABS = ["three-node", "overlay", "docker-modes", "mixed", "routed-host-gw", "demo"]
+LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo"]
 HAND_MADE = ["red", "blue"]
 LOCK = "/run/netlab-docs-tests.lock"
 COMMAND_TIMEOUT = 120
@@ -138,7 +138,7 @@ def test_doc(doc: str, shell_env, subtests) -> None:
                         example.evaluate()
                     except unittest.SkipTest as skip:  # Sybil's skip directive, with its reason
                         pytest.skip(f"{doc}:{line}: shown for reading only: {skip}")
-                    except AssertionError:
+                    except Exception:  # a mismatch, or a command that hangs past its timeout
                         failed = failed or f"{doc}:{line}"
                         raise
         finally:
