@@ -397,6 +397,9 @@ class Kernel:
     def _link_mtu(self, op: P.LinkMtu) -> None:
         self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), mtu=op.mtu)
 
+    def _link_mac(self, op: P.LinkMac) -> None:
+        self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), address=op.mac)
+
     def _vxlan_add(self, op: P.VxlanAdd) -> None:
         self.sock(op.ns).link("add", ifname=op.ifname, kind="vxlan", address=op.mac, mtu=op.mtu,
                               vxlan_id=op.vni, vxlan_local=op.local, vxlan_port=op.port,
@@ -437,6 +440,7 @@ class Kernel:
         P.Sysctl: _sysctl,
         P.NftApply: _nft_apply,
         P.LinkMtu: _link_mtu,
+        P.LinkMac: _link_mac,
         P.VxlanAdd: _vxlan_add,
         P.NeighAdd: _neigh_add,
         P.FdbAppend: _fdb_append,

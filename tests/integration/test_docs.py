@@ -40,9 +40,11 @@ DOCS = [
     "docs/verify.md",
     "docs/graph.md",
     "docs/reliability.md",
+    "docs/cni.md",
+    "docs/architecture.md",
 ]
 # Every lab and hand-made namespace the docs create: checked absent before a doc, and after it.
-LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo"]
+LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq"]
 HAND_MADE = ["red", "blue"]
 LOCK = "/run/netlab-docs-tests.lock"
 COMMAND_TIMEOUT = 120
