@@ -470,22 +470,29 @@ def _nsids(sock: IPRoute, namespaces: list[str]) -> dict[int, str]:
     return out
 
 
-def _nat_ruleset(ns: str) -> str:
-    """`nft list ruleset` inside ns ('' when nft is not installed or there are no rules)."""
+def _nft_listing(ns: str) -> tuple[str, str]:
+    """(`nft -j list ruleset`, `nft -a list ruleset`) inside ns: the ruleset to evaluate and its
+    rules as nft prints them, by handle. ('', '') when nft is not installed or fails."""
     import subprocess
-    try:
-        with inside(ns):  # the child inherits this thread's namespace
-            r = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return r.stdout if r.returncode == 0 else ""
+    out = []
+    for flag in ("-j", "-a"):
+        try:
+            with inside(ns):  # the child inherits this thread's namespace
+                r = subprocess.run(["nft", flag, "list", "ruleset"], capture_output=True,
+                                   text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "", ""
+        if r.returncode != 0:
+            return "", ""
+        out.append(r.stdout)
+    return out[0], out[1]
 
 
 def observe(namespaces: list[str], lab: str = ""):
     """A Snapshot of what the kernel holds in these namespaces: links, addresses, routes, NAT.
 
     Missing namespaces are left out (the snapshot shows what is there)."""
-    from ..view import snapshot as S
+    from ..view import nft, snapshot as S
     present = [ns for ns in namespaces if netns_exists(ns)]
     with Kernel() as kern:
         # Index -> name per namespace first: a veth's peer is named by index in its namespace.
@@ -528,8 +535,15 @@ def observe(namespaces: list[str], lab: str = ""):
             with inside(ns):
                 with open("/proc/sys/net/ipv4/ip_forward") as f:
                     forwarding = f.read().strip() == "1"
+            as_json, as_text = _nft_listing(ns)
+            ruleset = None
+            if as_json:
+                try:
+                    ruleset = nft.parse(as_json, as_text)
+                except (ValueError, KeyError, TypeError):
+                    ruleset = None   # a JSON shape this nft writes that the parser does not know
             out.append(S.Namespace(ns, tuple(ifaces), tuple(routes), forwarding,
-                                   S.nat_lines(_nat_ruleset(ns))))
+                                   S.nat_lines(nft.without_handles(as_text)), ruleset))
     return S.Snapshot(tuple(out), lab)
 
 
