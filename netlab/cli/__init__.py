@@ -248,8 +248,9 @@ def graph(target: Optional[str] = typer.Argument(None, metavar="[SCENARIO|LAB]",
 @app.command(context_settings={"allow_extra_args": False})
 def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
                                            help="FROM: a pod or node; TO: a pod, node or address."),
-          port: Optional[int] = typer.Option(None, "--port", metavar="N", min=1, max=65535,
-                                             help="Trace a TCP packet to port N (default: a ping)."),
+          port: Optional[int] = typer.Option(
+              None, "--port", metavar="N", min=1, max=65535,
+              help="Trace a TCP packet to port N (default: a ping)."),
           udp: bool = typer.Option(False, "--udp", help="With --port: a UDP packet."),
           as_json: bool = JsonOpt) -> None:
     """Show the path a packet takes, namespace by namespace, and where it stops (ip route get,

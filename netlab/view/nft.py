@@ -137,7 +137,8 @@ def parse(json_text: str, text: str = "") -> Ruleset:
             expr = tuple(body.get("expr", ()))
             words = texts.get((fam, body["table"], body["chain"], body.get("handle")))
             if words is None:
-                words = render(expr) + (f' comment "{body["comment"]}"' if "comment" in body else "")
+                comment = f' comment "{body["comment"]}"' if "comment" in body else ""
+                words = render(expr) + comment
             rules.setdefault(key, []).append(Rule(fam, body["table"], body["chain"],
                                                   body.get("handle", 0), expr, words))
     out = []
@@ -276,13 +277,12 @@ def evaluate(rs: Ruleset, hook: str, pkt: Packet,
     nat_done = False
     for chain in rs.base_chains(hook):
         if chain.type == "nat" and nat_done:
-            continue   # the first nat chain that binds the connection decides, later ones are skipped
+            continue   # the first nat chain that binds the connection decides; later ones skip
         nxt = []
         for st in states:
             for end in _run(rs, chain, 0, st, host, 0):
                 if end.verdict in ("drop", "reject"):
-                    where = end.chain or chain
-                    finished.append(_outcome(end, where))
+                    finished.append(_outcome(end, end.chain or chain))
                 elif end.verdict == "return":     # off the end of the base chain: its policy
                     if chain.policy == "drop":
                         finished.append(_outcome(replace(end, verdict="drop"), chain))
@@ -591,7 +591,3 @@ def _ip(x: Any) -> Optional[ipaddress.IPv4Address]:
     except ValueError:
         return None
 
-
-def decisions(outcomes: list[Outcome]) -> list[Outcome]:
-    """Outcomes with accepts first (the path that goes on), then drops and rejects."""
-    return sorted(outcomes, key=lambda o: o.verdict != "accept")
