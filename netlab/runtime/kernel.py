@@ -488,6 +488,17 @@ def _nft_listing(ns: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
+def _bridge_nf(ns: str) -> bool:
+    """net.bridge.bridge-nf-call-iptables inside ns: bridged IPv4 frames go through the nft
+    hooks of the namespace (per namespace since Linux 5.3; absent without br_netfilter)."""
+    try:
+        with inside(ns):
+            with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+                return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
 def observe(namespaces: list[str], lab: str = ""):
     """A Snapshot of what the kernel holds in these namespaces: links, addresses, routes, NAT.
 
@@ -505,6 +516,7 @@ def observe(namespaces: list[str], lab: str = ""):
             addrs: dict[int, list[str]] = {}
             for a in sock.get_addr(family=2):
                 addrs.setdefault(a["index"], []).append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+            bridge_nf = _bridge_nf(ns)
             ifaces = []
             for l in links[ns]:
                 info = l.get_attr("IFLA_LINKINFO")
@@ -517,14 +529,18 @@ def observe(namespaces: list[str], lab: str = ""):
                     if where in names:
                         peer = (where, names[where].get(l.get_attr("IFLA_LINK")))
                 vni = None
+                nf_call = False
                 if kind == "vxlan":
                     data = info.get_attr("IFLA_INFO_DATA")
                     vni = data.get_attr("IFLA_VXLAN_ID") if data else None
+                elif kind == "bridge":
+                    data = info.get_attr("IFLA_INFO_DATA")
+                    nf_call = bridge_nf or bool(data and data.get_attr("IFLA_BR_NF_CALL_IPTABLES"))
                 master = l.get_attr("IFLA_MASTER")
                 ifaces.append(S.Iface(
                     name=names[ns][l["index"]], kind=kind, up=bool(l["flags"] & 1),
                     master=names[ns].get(master) if master else None, peer=peer,
-                    addrs=tuple(addrs.get(l["index"], ())), vni=vni))
+                    addrs=tuple(addrs.get(l["index"], ())), vni=vni, nf_call=nf_call))
             routes = []
             for r in sock.get_routes(family=2, table=254):
                 dst = r.get_attr("RTA_DST")

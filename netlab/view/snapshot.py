@@ -29,6 +29,9 @@ class Iface:
     peer: Optional[tuple[str, str]] = None   # a veth's other end: (namespace, ifname)
     addrs: tuple[str, ...] = ()        # "10.244.1.1/24"
     vni: Optional[int] = None          # a vxlan device's VNI
+    # A bridge whose bridged IPv4 frames meet its namespace's nft hooks (bridge netfilter: the
+    # namespace's net.bridge.bridge-nf-call-iptables, or the bridge's own nf_call_iptables).
+    nf_call: bool = field(default=False, compare=False)
 
     @property
     def ips(self) -> tuple[str, ...]:

@@ -124,6 +124,7 @@ def walk(snap: Snapshot, src_ns: str, dst: str, find: Lookuper = table_lookup,
     hops: list[Hop] = []
     pkt = nft.Packet("", dst, proto, port, 40000 if port is not None else None)
     ns_name, came_in, seen = src_ns, "", set()
+    bridged: Optional[tuple[list[End], Optional[str], str]] = None   # (links, dest, nexthop)
 
     def done(arrived: bool, reason: str = "") -> Trace:
         return Trace(src_ns, dst, tuple(hops), arrived, reason, proto, port, pkt.where())
@@ -150,7 +151,26 @@ def walk(snap: Snapshot, src_ns: str, dst: str, find: Lookuper = table_lookup,
             return done(True)
 
         sent = pkt.daddr
-        if not first:
+        if bridged is not None:
+            # Bridged through this namespace's bridge with bridge netfilter on: the frame meets
+            # its prerouting, forward and postrouting hooks, in and out by the bridge itself.
+            rest, after, nexthop = bridged
+            bridged, br = None, rest[0][1]
+            pkt = at.hook("prerouting", replace(pkt, iif=br, oif="", mark=0))
+            if at.dropped:
+                return stop(at.hop(dev=br, dst=pkt.daddr), at.reason())
+            if pkt.daddr == sent:
+                pkt = at.hook("forward", replace(pkt, oif=br))
+                pkt = at.hook("postrouting", replace(pkt, oif=br))
+                note = f"bridged by {br}: bridge netfilter runs {ns_name}'s nft hooks on it"
+                if at.dropped:
+                    return stop(at.hop(dev=br, dst=pkt.daddr, note=note), at.reason())
+                hops.append(at.hop(dev=br, nexthop=nexthop, dst=pkt.daddr, note=note,
+                                   crossed=tuple(_link_text(snap, end) for end in rest)))
+                ns_name, came_in = after, rest[-1][1]
+                continue
+            came_in = br          # rewritten on the bridge: the kernel routes it here instead
+        elif not first:
             # A veth into another namespace scrubs the packet's mark.
             pkt = at.hook("prerouting", replace(pkt, iif=came_in, oif="", mark=0))
         elif here.owns(pkt.daddr) is not None:
@@ -208,9 +228,26 @@ def walk(snap: Snapshot, src_ns: str, dst: str, find: Lookuper = table_lookup,
         if down:
             return stop(hop, f"interface {down[0].replace(':', ' ')} on the way is down, so "
                              f"{nexthop} is unreachable")
+        k = _filtering_bridge(snap, path)
+        if k is not None:      # the frame is bridged on through another namespace's nft hooks
+            hop = replace(hop, crossed=crossed[:k + 1])
+            bridged = (path[k:], dest, nexthop)
+            dest = path[k][0]
         hops.append(hop)
         ns_name, came_in = dest, path[-1][1]
     return done(False, f"more than {MAX_HOPS} hops: a routing loop")
+
+
+def _filtering_bridge(snap: Snapshot, path: list[End]) -> Optional[int]:
+    """The first bridge the frame is bridged through (entered and left by its ports) whose
+    namespace's nft rules see bridged frames (bridge netfilter on, rules on the hooks)."""
+    for k in range(1, len(path) - 1):
+        ns = snap.ns(path[k][0])
+        iface = ns.iface(path[k][1])
+        if iface.kind == "bridge" and iface.nf_call and ns.nft is not None and any(
+                ns.nft.base_chains(h) for h in ("prerouting", "forward", "postrouting")):
+            return k
+    return None
 
 
 def _link_text(snap: Snapshot, end: End) -> str:

@@ -110,3 +110,25 @@ def test_trc_kube_proxy_clusterip_and_nodeport_traced_to_real_endpoints(lab):
     assert seen <= {"10.244.1.1", "192.168.1.11"} and seen, seen
     r = netlab("trace", lab, "db", "10.96.0.60", "--port", "80", check=False)
     assert r.returncode == 1 and "no route to 10.96.0.60" in r.stdout
+
+
+def test_trc_verify_names_the_rule_that_drops_a_probe(lab):
+    """A drop added by hand in node3's forward hook: verify's failed HTTP checks to db say
+    which rule dropped them, cross-node (routed) and same-node (bridged, when bridge netfilter
+    passes bridged frames to the node's hooks, as a new namespace does on this kernel)."""
+    netlab("up", str(SCENARIOS / "three-node.yaml"), "--name", lab)
+    subprocess.run(["ip", "netns", "exec", f"{lab}-node3", "nft", "-f", "-"], text=True,
+                   check=True, input="table inet trc-block {\n chain forward {\n"
+                   "  type filter hook forward priority filter; policy accept;\n"
+                   "  ip daddr 10.244.3.2 tcp dport 8080 drop comment \"trc: db closed\"\n"
+                   " }\n}\n")
+    proc = netlab("verify", lab, "--json", check=False)
+    assert proc.returncode == 1, proc.stderr
+    failed = [r for r in json.loads(proc.stdout)["results"] if not r["ok"]]
+    rule = (f"the packet stops: dropped in {lab}-node3 by `ip daddr 10.244.3.2 tcp dport 8080 "
+            f"drop comment \"trc: db closed\"` (chain forward, table inet trc-block)")
+    assert failed and all(r["to"] == "db" and r["method"] == "http" for r in failed)
+    assert all(rule in r["reason"] for r in failed), [r["reason"] for r in failed]
+    assert {"web", "api", "node1"} <= {r["from"] for r in failed}
+    bridged = in_ns(f"{lab}-node3", "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables")
+    assert ("cache" in {r["from"] for r in failed}) == (bridged.stdout.strip() == "1")

@@ -132,3 +132,31 @@ def test_without_rulesets_the_trace_is_as_before():
     t = T.walk(snapshot.of_plan(lab), "t-web", "10.244.3.2", port=80)
     assert t.arrived and all(h.rewrites == () and h.candidates == () for h in t.hops)
     assert T.render(t).endswith("arrived at 10.244.3.2:80 in 4 namespaces")
+
+
+def with_bridge_nf(snap, ns, bridge="cni0"):
+    space = snap.ns(ns)
+    space = replace(space, ifaces=tuple(replace(i, nf_call=True) if i.name == bridge else i
+                                        for i in space.ifaces))
+    return replace(snap, namespaces=tuple(space if n.name == ns else n for n in snap.namespaces))
+
+
+def test_same_node_pods_meet_the_forward_hook_only_with_bridge_netfilter():
+    snap = three_node(**{"t-node2": "netpol"})
+    # worker (10.244.2.3) to api (10.244.2.2), both on node2's cni0: bridged, not routed.
+    t = T.walk(snap, "t-worker", "10.244.2.2", port=8080)
+    assert t.arrived and [h.ns for h in t.hops] == ["t-worker", "t-api"]
+    t = T.walk(with_bridge_nf(snap, "t-node2"), "t-worker", "10.244.2.2", port=8080)
+    assert not t.arrived and [h.ns for h in t.hops] == ["t-worker", "t-node2"]
+    assert t.hops[0].crossed == ("t-worker:eth0", "t-node2:veth-worker", "t-node2:cni0 (bridge)")
+    assert t.hops[1].note == "bridged by cni0: bridge netfilter runs t-node2's nft hooks on it"
+    assert t.reason.startswith('dropped in t-node2 by `drop comment "default/db isolated for '
+                               'Ingress')
+    # Allowed traffic is bridged on: a hop for the bridge's namespace, then the pod.
+    snap = with_bridge_nf(three_node(**{"t-node3": "netpol"}), "t-node3")
+    t = T.walk(snap, "t-cache", "10.244.3.2", port=8080)
+    assert t.arrived and [h.ns for h in t.hops] == ["t-cache", "t-node3", "t-db"]
+    assert t.hops[1].crossed == ("t-node3:cni0 (bridge)", "t-node3:veth-db", "t-db:eth0")
+    # A bridge in a namespace without rules adds no hop (the underlay's switch).
+    t = T.walk(with_bridge_nf(snap, "t-underlay", "br0"), "t-web", "10.244.3.2")
+    assert [h.ns for h in t.hops] == ["t-web", "t-node1", "t-node3", "t-db"]
