@@ -207,7 +207,7 @@ def render(expr: tuple) -> str:
 
 def _render(e: Any) -> str:
     if not isinstance(e, dict):
-        return json.dumps(e) if isinstance(e, (list, dict)) else str(e)
+        return json.dumps(e) if isinstance(e, (list, bool)) else str(e)
     (k, v), = e.items() if len(e) == 1 else (("?", e),)
     if k == "match":
         op = "" if v["op"] in ("==", "in") else v["op"] + " "
@@ -216,6 +216,9 @@ def _render(e: Any) -> str:
         return f"{v.get('protocol')} {v.get('field')}"
     if k in ("meta", "ct"):
         return f"{k} {v.get('key')}"
+    if k == "fib":
+        flags = v.get("flags", [])
+        return f"fib {' . '.join([flags] if isinstance(flags, str) else flags)} {v.get('result')}"
     if k == "prefix":
         return f"{v['addr']}/{v['len']}"
     if k == "range":
@@ -304,23 +307,36 @@ def _outcome(end: _End, chain: Chain) -> Outcome:
 
 
 def _run(rs: Ruleset, chain: Chain, start: int, st: _State, host: _Host, depth: int) -> list[_End]:
-    """Run `chain` from rule `start`; every way out of it (a branch each)."""
+    """Run `chain` from rule `start`; every way out of it (a branch each). A loop over the rules
+    (chains of thousands of rules are common); recursion only for jumps and random branches."""
     if depth > MAX_DEPTH:
         return [_End("accept", replace(st, unknown=st.unknown + (f"jumps deeper than {MAX_DEPTH}: "
                                                                    f"a loop in {chain.name}",)))]
-    for i in range(start, len(chain.rules)):
+    i = start
+    while i < len(chain.rules):
         rule = chain.rules[i]
         ways = _rule(rs, chain, rule, st, host, depth)
+        i += 1
         if ways is None:
             continue                                 # did not match
+        if len(ways) == 1 and ways[0][0] == "next":
+            st = ways[0][2]
+            continue
+        if len(ways) == 1 and ways[0][0] == "jump":
+            sub = _run(rs, ways[0][1], 0, ways[0][2], host, depth + 1)
+            if len(sub) == 1 and sub[0].verdict == "return":
+                st = sub[0].st                       # back from the jump: on with the next rule
+                continue
+            return [x for end in sub for x in (_run(rs, chain, i, end.st, host, depth)
+                                               if end.verdict == "return" else [end])]
         out: list[_End] = []
         for kind, target, nst in ways:
             if kind == "next":
-                out += _run(rs, chain, i + 1, nst, host, depth)
+                out += _run(rs, chain, i, nst, host, depth)
             elif kind == "jump":
                 for end in _run(rs, target, 0, nst, host, depth + 1):
                     if end.verdict == "return":
-                        out += _run(rs, chain, i + 1, end.st, host, depth)
+                        out += _run(rs, chain, i, end.st, host, depth)
                     else:
                         out.append(end)
             elif kind == "goto":
@@ -467,6 +483,8 @@ def _value(e: Any, st: _State, host: _Host) -> Any:
         proto, fld = v.get("protocol"), v.get("field")
         if proto == "ip" and fld in ("saddr", "daddr"):
             return getattr(p, fld)
+        if proto == "ip" and fld == "protocol":
+            return p.proto
         if proto in ("tcp", "udp", "th", "sctp") and fld in ("sport", "dport"):
             if proto != "th" and p.proto != proto or p.proto not in ("tcp", "udp", "sctp"):
                 return _NOPE

@@ -99,7 +99,10 @@ class _Here:
     def reason(self) -> str:
         out = self.dropped
         what = "dropped" if out.verdict == "drop" else "rejected"
-        return f"{what} in {self.ns.name} by {out.reason()}"
+        where = f" ({out.rule.where()})" if out.rule else ""
+        guess = "; ".join(u.removesuffix(where) for u in out.unknown)
+        guess = f" (assuming `{guess}` matches: not evaluated)" if guess else ""
+        return f"{what} in {self.ns.name} by {out.reason()}{guess}"
 
 
 def _candidate(o: nft.Outcome, followed: bool) -> str:

@@ -266,3 +266,17 @@ def test_every_fixture_rule_is_named_as_nft_prints_it(name):
     for c in rs.chains:
         for r in c.rules:
             assert r.text and r.text in text, r
+
+
+def test_long_chains_do_not_recurse_and_unknown_drops_say_so():
+    many = [rule("t", "fwd", {"match": {"op": "==", "left": DADDR,
+                                        "right": f"10.9.{n // 250}.{n % 250}"}},
+                 {"accept": None}, handle=n) for n in range(5000)]
+    rs = ruleset(chain("t", "fwd", "forward"), *many,
+                 rule("t", "fwd", {"match": {"op": "==", "left": {"fib": {"result": "oif",
+                                                                          "flags": ["saddr"]}},
+                                             "right": False}}, {"drop": None}, handle=9999))
+    out = one(N.evaluate(rs, "forward", Packet("10.0.0.1", "10.0.0.2")))
+    assert out.verdict == "drop" and len(out.rules) == 1
+    assert out.unknown == ("fib saddr oif false (chain fwd, table inet t)",)
+    assert one(N.evaluate(rs, "forward", Packet("10.0.0.1", "10.9.19.249"))).verdict == "accept"

@@ -160,3 +160,17 @@ def test_same_node_pods_meet_the_forward_hook_only_with_bridge_netfilter():
     # A bridge in a namespace without rules adds no hop (the underlay's switch).
     t = T.walk(with_bridge_nf(snap, "t-underlay", "br0"), "t-web", "10.244.3.2")
     assert [h.ns for h in t.hops] == ["t-web", "t-node1", "t-node3", "t-db"]
+
+
+def test_a_drop_on_a_match_not_evaluated_says_it_was_assumed():
+    from test_nft import chain, rule, ruleset
+    rs = ruleset(chain("t", "fwd", "forward"),
+                 rule("t", "fwd", {"match": {"op": "==", "left": {"ct": {"key": "mark"}},
+                                             "right": 7}}, {"drop": None}))
+    snap = three_node()
+    snap = replace(snap, namespaces=tuple(replace(n, nft=rs) if n.name == "t-node3" else n
+                                          for n in snap.namespaces))
+    t = T.walk(snap, "t-web", "10.244.3.2")
+    assert t.reason == ("dropped in t-node3 by `ct mark 7 drop` (chain fwd, table inet t) "
+                        "(assuming `ct mark 7` matches: not evaluated)")
+    assert "   assumed  ct mark 7 (chain fwd, table inet t) matches (not evaluated)" in T.render(t)
