@@ -15,7 +15,9 @@ and verdict maps (anonymous or named), jump/goto/return, accept/drop/reject, dna
 address and port, masquerade, redirect, mark set. Not evaluated: everything else (ct mark,
 ct status, meta skuid, limit, quota, ...): a match on it is assumed to match and is listed in
 Outcome.unknown; statements with no effect on the path (counter, log, set updates) are skipped.
-Only the ip and inet families are read (ip6, arp, bridge and netdev tables see no IPv4 packet
+iptables-nft's compat expressions (`xt`, whose JSON has no parameters) are read from the rule's
+text as nft translates it: conntrack state, addrtype, multiport, comment, DNAT, SNAT, MASQUERADE,
+REJECT. Only the ip and inet families are read (ip6, arp, bridge and netdev tables see no IPv4 packet
 on these hooks). Conntrack is not modelled: each packet is the first of a new connection, and
 replies are not un-NATed.
 """
@@ -151,6 +153,7 @@ def parse(json_text: str, text: str = "") -> Ruleset:
 
 
 _HANDLE = re.compile(r"\s*# handle (\d+)\s*$")
+_COUNTER = re.compile(r"\bcounter packets \d+ bytes \d+")
 _CHAIN_COMMENT = re.compile(r'^\s*comment "[^"]*"\s*$')
 
 
@@ -174,7 +177,9 @@ def rule_texts(text: str) -> dict[tuple, str]:
             pending = (pending + " " + line.strip()).strip()
             m = _HANDLE.search(pending)
             if m:
-                out[(table[0], table[1], chain, int(m.group(1)))] = _HANDLE.sub("", pending)
+                # Counters change with every packet: the rule is named without them.
+                words = _COUNTER.sub("counter", _HANDLE.sub("", pending))
+                out[(table[0], table[1], chain, int(m.group(1)))] = " ".join(words.split())
                 pending = ""
     return out
 
@@ -380,8 +385,56 @@ def _rule(rs: Ruleset, chain: Chain, rule: Rule, st: _State, host: _Host,
             return [("accept", None, _nat(k, v or {}, rule, s, host))]
         elif k == "mangle":
             s = _mangle(rule, v, s)
+        elif k == "xt" and isinstance(v, dict):
+            got = _xt(v, rule, s, host)
+            if got is None:
+                s = replace(s, unknown=s.unknown + (f"xt {v.get('type')} {v.get('name')} "
+                                                    f"({rule.where()})",))
+            elif got is False:
+                return None
+            elif got is not True:
+                return got
         # counter, log, limit, set updates, comments: no effect on the path
     return [("next", None, s)]
+
+
+_XT_DNAT = re.compile(r"\b(dnat|snat) to (\d+\.\d+\.\d+\.\d+)(?::(\d+))?")
+_XT_STATE = re.compile(r"\bct state ((?:[a-z]+,?)+)")
+_XT_FIB = re.compile(r"\bfib (daddr|saddr) type (!= )?(\w+)")
+_XT_PORTS = re.compile(r"\b(tcp|udp) (sport|dport) (!= )?(\{ [\d, -]+ \}|\d+(?:-\d+)?)")
+
+
+def _xt(v: dict, rule: Rule, st: _State, host: _Host):
+    """An iptables-nft compat expression (its JSON has no parameters): read from the rule's text
+    as nft translates it. True/False for a match, the ways out for a target, None when unknown."""
+    name, text, p = v.get("name", ""), rule.text, st.pkt
+    if v.get("type") == "match":
+        if name == "comment":
+            return True
+        if name == "conntrack" and _XT_STATE.search(text):
+            return "new" in _XT_STATE.search(text).group(1).split(",")
+        if name == "addrtype" and _XT_FIB.search(text):
+            which, neg, kind = _XT_FIB.search(text).groups()
+            got = "local" if host.local(p.daddr if which == "daddr" else p.saddr) else "unicast"
+            return (got == kind) != bool(neg)
+        if name == "multiport" and _XT_PORTS.search(text):
+            proto, fld, neg, ports = _XT_PORTS.search(text).groups()
+            value = getattr(p, fld)
+            if p.proto != proto or value is None:
+                return False
+            hit = any(int(a) <= value <= int(b or a) for a, b in
+                      re.findall(r"(\d+)(?:-(\d+))?", ports))
+            return hit != bool(neg)
+        return None
+    if name in ("DNAT", "SNAT") and _XT_DNAT.search(text):
+        kind, addr, port = _XT_DNAT.search(text).groups()
+        spec = {"addr": addr, **({"port": int(port)} if port else {})}
+        return [("accept", None, _nat(kind, spec, rule, st, host))]
+    if name == "MASQUERADE":
+        return [("accept", None, _nat("masquerade", {}, rule, st, host))]
+    if name in ("REJECT", "DROP", "ACCEPT"):
+        return [(name.lower(), None, st)]
+    return None
 
 
 def _vmap(rs: Ruleset, chain: Chain, v: dict, st: _State, host: _Host) -> Optional[list[Way]]:

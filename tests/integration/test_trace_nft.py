@@ -27,8 +27,12 @@ def netns() -> set[str]:
 
 def test_trc_fixtures_are_what_the_real_nft_lists():
     before = netns()
-    for name in ("docker", "kubeproxy", "netpol"):
-        as_json, as_text = capture.capture((FIXTURES / f"{name}.nft").read_text())
+    for name in ("docker", "kubeproxy", "netpol", "iptables"):
+        if name == "iptables":
+            as_json, as_text = capture.capture((FIXTURES / "iptables.rules").read_text(),
+                                               ("iptables-restore",))
+        else:
+            as_json, as_text = capture.capture((FIXTURES / f"{name}.nft").read_text())
         live = nft.parse(as_json, as_text)
         stored = nft.parse((FIXTURES / f"{name}.json").read_text(),
                            (FIXTURES / f"{name}.txt").read_text())

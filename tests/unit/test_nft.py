@@ -280,3 +280,25 @@ def test_long_chains_do_not_recurse_and_unknown_drops_say_so():
     assert out.verdict == "drop" and len(out.rules) == 1
     assert out.unknown == ("fib saddr oif false (chain fwd, table inet t)",)
     assert one(N.evaluate(rs, "forward", Packet("10.0.0.1", "10.9.19.249"))).verdict == "accept"
+
+
+def test_iptables_nft_compat_rules_are_read_from_their_text():
+    """iptables.rules: Docker's classic iptables rules loaded by iptables-restore (iptables-nft);
+    their addrtype, conntrack, multiport matches and DNAT/MASQUERADE/REJECT targets are `xt`
+    expressions with no parameters in the JSON, evaluated from nft's translation."""
+    rs = N.parse((HERE / "iptables.json").read_text(), (HERE / "iptables.txt").read_text())
+    out = one(N.evaluate(rs, "prerouting", Packet("10.0.0.5", "192.168.1.11", "tcp", 8081,
+                                                  iif="eth0"), NODE1))
+    assert out.packet.where() == "172.17.0.2:8080" and out.unknown == ()
+    assert out.dnat.text == 'iifname != "docker0" tcp dport 8081 counter dnat to 172.17.0.2:8080'
+    assert one(N.evaluate(rs, "prerouting", Packet("10.0.0.5", "192.168.1.99", "tcp", 8081,
+                                                   iif="eth0"), NODE1)).dnat is None  # not local
+    out = one(N.evaluate(rs, "postrouting", Packet("172.17.0.2", "1.1.1.1", "tcp", 80,
+                                                   oif="eth0"), NODE1))
+    assert out.packet.saddr == "192.168.1.11"
+    for port, verdict in ((22, "reject"), (6005, "reject"), (6011, "accept"), (80, "accept")):
+        out = one(N.evaluate(rs, "forward", Packet("10.0.0.5", "172.17.0.2", "tcp", port,
+                                                   iif="eth0", oif="docker0"), NODE1))
+        assert out.verdict == verdict, port
+    out = one(N.evaluate(rs, "forward", Packet("10.0.0.5", "172.17.0.9", iif="eth0"), NODE1))
+    assert out.reason() == "`ip daddr 172.17.0.9 counter drop` (chain FORWARD, table ip filter)"
