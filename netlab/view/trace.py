@@ -4,7 +4,10 @@ Pure: `walk` takes a Snapshot and a route lookup (the kernel's `ip route get` fo
 snapshot's own longest-prefix match in tests) and follows the packet: in each namespace the route
 that matched and the interface it leaves by, then across veth pairs, bridges and VXLAN tunnels to
 the namespace that owns the next hop, until the namespace that owns the destination, or to where
-it stops and why (no route, nobody owns the next hop, an interface down, forwarding off).
+it stops and why (no route, nobody owns the next hop, an interface down, forwarding off, a rule
+that drops it). Where the snapshot holds a namespace's nft ruleset (read from the kernel), the
+packet goes through its hooks (view/nft.py): a DNAT changes where it goes and the walk follows,
+SNAT and masquerade change its source, a drop or reject stops it naming the rule.
 """
 
 from __future__ import annotations
@@ -92,9 +95,11 @@ class _Here:
             self.dropped = out
         return out.packet
 
-    def hop(self, **fields) -> Hop:
-        return Hop(self.ns.name, rewrites=tuple(self.rewrites), candidates=self.candidates,
-                   unknown=tuple(self.unknown), **fields)
+    def hop(self, route: Optional[str] = None, dev: Optional[str] = None,
+            nexthop: Optional[str] = None, crossed: tuple[str, ...] = (),
+            nat: tuple[str, ...] = (), note: str = "", dst: str = "") -> Hop:
+        return Hop(self.ns.name, route, dev, nexthop, crossed, nat, note, dst,
+                   tuple(self.rewrites), self.candidates, tuple(self.unknown))
 
     def reason(self) -> str:
         out = self.dropped

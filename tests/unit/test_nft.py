@@ -2,7 +2,7 @@
 
 The fixtures in tests/unit/nft/ are `nft -j list ruleset` (NAME.json) and `nft -a list ruleset`
 (NAME.txt) of NAME.nft loaded into a throwaway namespace by the real nft (capture.py there;
-tests/integration/test_trace_nft.py captures them again and checks they still match):
+tests/integration/test_trace_nft_live.py captures them again and checks they still match):
 docker.nft is node1's ruleset of scenarios/mixed.yaml (features/docker.py docker_ruleset),
 kubeproxy.nft the kube-proxy table of wt-kubeproxy's kubeproxy.ruleset() for node1 with a
 NodePort Service web (10.96.0.50:80 -> 10.244.1.2:8080, 10.244.2.2:8080), a UDP Service dns
