@@ -125,8 +125,8 @@ def walk(snap: Snapshot, src_ns: str, dst: str, find: Lookuper = table_lookup,
     its hooks as the kernel's: prerouting where it comes in (a DNAT there changes where it goes),
     output where it starts, input where it arrives, forward and postrouting (SNAT, masquerade)
     where it passes; a drop or reject stops it, naming the rule. A random choice (kube-proxy's
-    numgen) lists every candidate and follows the first. Elsewhere (a plan) the NAT rules that
-    may apply are listed, not evaluated.
+    numgen) lists every candidate (Hop.candidates) and follows the first that is accepted, in
+    the map's order. Elsewhere (a plan) the NAT rules that may apply are listed, not evaluated.
     `expected` (the plan's snapshot) explains a missing route: the route the plan has there."""
     proto = proto or ("tcp" if port is not None else "icmp")
     hops: list[Hop] = []
