@@ -16,10 +16,10 @@ address and port, masquerade, redirect, mark set. Not evaluated: everything else
 ct status, meta skuid, limit, quota, ...): a match on it is assumed to match and is listed in
 Outcome.unknown; statements with no effect on the path (counter, log, set updates) are skipped.
 iptables-nft's compat expressions (`xt`, whose JSON has no parameters) are read from the rule's
-text as nft translates it: conntrack state, addrtype, multiport, comment, DNAT, SNAT, MASQUERADE,
-REJECT. Only the ip and inet families are read (ip6, arp, bridge and netdev tables see no IPv4 packet
-on these hooks). Conntrack is not modelled: each packet is the first of a new connection, and
-replies are not un-NATed.
+text as nft translates it: conntrack state, addrtype, multiport, comment, DNAT, SNAT,
+MASQUERADE, REJECT. Only the ip and inet families are read (ip6 and arp tables see no IPv4
+packet; bridge and netdev tables are not evaluated). Conntrack is not modelled: each packet is
+the first of a new connection, and replies are not un-NATed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
-HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "sctp": 132, "icmpv6": 58}
 MAX_DEPTH = 64                      # the kernel allows 16 levels of jumps; loops are caught here
 
