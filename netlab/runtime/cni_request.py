@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from ..core.versions import version_key  # noqa: F401  (the plugin and cni_result use it)
+
 SUPPORTED_VERSIONS = ["1.0.0", "1.1.0"]
 LATEST = SUPPORTED_VERSIONS[-1]
 
@@ -147,12 +149,6 @@ class NetConf:
     valid_attachments: Optional[tuple[tuple[str, str], ...]] = None
     requested_ip: Optional[str] = None     # runtimeConfig.ips (the "ips" capability)
 
-
-def version_key(v: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in v.split("."))
-    except ValueError:
-        return (0,)
 
 
 def decode(stdin: bytes) -> dict:
