@@ -8,6 +8,7 @@ down leaves no nginx, no file outside the lab's state directory and nothing in t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -110,6 +111,10 @@ def test_ingress_scenario_verifies_and_down_leaves_nothing(lab):
     get = netlab("get", lab, "ingress", "-n", "shop").stdout
     assert "shop.example.com" in get and "203.0.113.201" in get and "CLASS" in get
     assert "True (Accepted)" in netlab("get", lab, "httproute", "-n", "shop").stdout
+    shown = netlab("show", lab).stdout
+    assert "ingress controller ingress-nginx/ingress-nginx-controller-" in shown
+    assert json.loads(netlab("show", lab, "--json").stdout)["ingress"]["address"] == \
+        "203.0.113.201"
     assert len(nginx_pids(lab)) >= 2                         # master and worker
     netlab("down", lab)
     assert nginx_pids(lab) == [] and nginx_files() == files_before

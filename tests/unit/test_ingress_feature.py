@@ -164,3 +164,15 @@ def test_bad_sections_are_refused_at_their_line(fragment, fix):
     want = next(i for i, line in enumerate(text.splitlines(), 1)
                 if fragment.split(":")[0] in line and fragment.split(": ")[1] in line)
     assert e.value.line == want and fix in e.value.message
+
+
+def test_get_rows_have_kubectls_columns(lab):
+    from netlab.cli import kube
+    cols, rows = kube.route_rows(lab, "ingress", 0.0, 90.0, "shop")
+    assert cols == ("NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE")
+    assert rows == [("shop", "nginx", "shop.example.com", "203.0.113.201", "80", "1m")]
+    cols, rows = kube.route_rows(lab, "httproute", 0.0, 5.0, "shop")
+    assert rows == [("canary", '["beta.example.com"]', "True (Accepted)", "5s")]
+    assert kube.route_rows(lab, "gateway", 0.0, 5.0, "default")[1] == []
+    assert kube.as_json(lab, "gateway", "shop")["items"][0]["spec"]["listeners"][0]["hostname"] \
+        == "*.example.com"
