@@ -86,7 +86,8 @@ def _eps(lab: Lab, svc: Service, port: ServicePort) -> list[Ep]:
 
 def _ports(lab: Lab):
     """Every (service, port, endpoints) of the lab's non-headless Services."""
-    return [(s, p, _eps(lab, s, p)) for s in lab.services if not s.headless for p in s.ports]
+    return [(s, p, _eps(lab, s, p)) for s in lab.services
+            if not s.headless and s.key not in getattr(lab, "addon_services", ()) for p in s.ports]
 
 
 def _clients(lab: Lab, eps: list[Ep]) -> list[Pod]:

@@ -13,7 +13,8 @@ from typing import Callable
 from .. import model, plan
 from ..core.errors import KernelError
 from ..core.lab import Lab
-from . import cni_chain
+from ..core.ops import EtcNetnsFile
+from . import cni_chain, etcnetns
 from . import kernel as K
 from . import workloads
 from .state import LabState
@@ -107,6 +108,10 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
     if isinstance(op, plan.WriteFile):
         state.write(op.path, op.text)
         return
+    if isinstance(op, EtcNetnsFile):
+        state.record(f"etc {op.ns}")  # write-ahead: outside the state directory
+        etcnetns.write(op.ns, op.name, op.text)
+        return
     if isinstance(op, plan.CniAdd):
         flush(kern)  # the node's cni0 and the pod's namespace are there before the plugins run
         state.record(f"cni {op.node_ns} {op.ns} {op.container_id} {op.ifname} {op.conflist}")
@@ -153,6 +158,18 @@ def lab_namespaces(state: LabState) -> list[str]:
     return names
 
 
+def remove_etc(state: LabState, namespaces: list[str]) -> None:
+    """The lab's /etc/netns/<ns>/ files: those its journal names (unless that namespace now bears
+    another mark: somebody else's), and those of its marked namespaces (after a lost journal).
+    Never by a pattern of names."""
+    for ns in state.journal().etc:
+        if ns in namespaces or not K.netns_exists(ns) or K.mark(ns) == state.lab:
+            etcnetns.remove(ns)
+    for ns in namespaces:
+        if etcnetns.exists(ns):
+            etcnetns.remove(ns)
+
+
 def teardown(state: LabState) -> DownResult:
     result = DownResult(state.lab)
     namespaces = lab_namespaces(state)
@@ -167,6 +184,7 @@ def teardown(state: LabState) -> DownResult:
     for record in reversed(state.journal().cni):
         if K.netns_exists(record[0]) and K.mark(record[0]) == state.lab:
             cni_chain.del_record(str(state.dir), record)
+    remove_etc(state, namespaces)
     for ns in namespaces:
         K.remove_netns(ns)
     result.namespaces = namespaces
