@@ -107,7 +107,7 @@ def rule_service(lab: Lab) -> list[Check]:
     for c in first:
         for s in svcs:
             out.append(_check("dns-service", lab, c.name, c.ns, _node_ns(lab, c), s.cluster_ip,
-                              "PTR", [_fqdn(lab, s)], why="a ClusterIP's PTR names its Service"))
+                              "PTR", [_fqdn(lab, s)]))
     return out
 
 
@@ -121,8 +121,7 @@ def rule_scope(lab: Lab) -> list[Check]:
         here = {s.name for s in lab.services if s.namespace == c.namespace}
         for name in sorted({s.name for s in lab.services if s.namespace != c.namespace} - here):
             out.append(_check("dns-scope", lab, c.name, c.ns, _node_ns(lab, c), name, "A",
-                              NXDOMAIN, why=f"`{name}` is in another namespace than "
-                                            f"{c.namespace}: only `{name}.<namespace>` finds it"))
+                              NXDOMAIN))
     return out
 
 
@@ -192,8 +191,7 @@ def rule_server(lab: Lab) -> list[Check]:
         if p.host_network or p.name == d.pod:
             continue
         out.append(_check("dns-server", lab, p.name, p.ns, _node_ns(lab, p),
-                          "kube-dns.kube-system", "A", [d.service_ip],
-                          why="the pod's resolv.conf names the kube-dns Service"))
+                          "kube-dns.kube-system", "A", [d.service_ip]))
     for n in lab.nodes:
         out.append(_check("dns-server", lab, n.name, n.ns, n.ns, "kube-dns.kube-system", "A",
                           [d.service_ip]))
@@ -219,6 +217,7 @@ class DigOut:
 
 _HEADER = re.compile(r";; ->>HEADER<<- opcode: \w+, status: (\w+)")
 _SERVER = re.compile(r";; SERVER: ([^#\s]+)#")
+_COMM = re.compile(r";; communications error to ([^#\s]+)#\d+: (.*)")
 
 
 def parse_dig(text: str, qtype: str) -> DigOut:
@@ -238,8 +237,11 @@ def parse_dig(text: str, qtype: str) -> DigOut:
         if m:
             out.server = m.group(1)
             continue
-        if "timed out" in line or "no servers could be reached" in line:
-            out.error = "timed out: no answer from the server"
+        m = _COMM.match(line)
+        if m:       # ";; communications error to 10.96.0.10#53: connection refused"
+            out.error = f"no answer from {m.group(1)}: {m.group(2)}"
+        elif line.startswith(";; connection timed out") or "no servers could be reached" in line:
+            out.error = out.error or "no answer: no servers could be reached"
         if not line or line.startswith(";"):
             if section == "QUESTION" and line.startswith(";") and not line.startswith(";;"):
                 out.qname = line[1:].split()[0].rstrip(".")
@@ -299,7 +301,7 @@ def judge(c: Check, out: DigOut) -> Result:
             return Result(c, True, observed)
         return Result(c, False, observed, f"{c.target} resolved to {', '.join(out.answers)} "
                                           f"({out.qname or c.target}) from {c.src}, but it must "
-                                          f"not resolve here")
+                                          f"not resolve here{_scope_hint(c)}")
     got = sorted(out.answers)
     if got == list(want):
         return Result(c, True, observed)
@@ -316,6 +318,20 @@ def judge(c: Check, out: DigOut) -> Result:
     if extra:
         say.append(f"unexpected {', '.join(extra)}")
     return Result(c, False, observed, f"{c.target} answers {', '.join(got)}: {'; '.join(say)}")
+
+
+def _scope_hint(c: Check) -> str:
+    if c.rule != "dns-scope":
+        return ""
+    return (f": a short name is looked up in the client's own namespace first, and "
+            f"`{c.target}` is a Service of another one (its search path: "
+            f"{' '.join(_search(read_resolv(c.ns) or '')) or 'none'})")
+
+
+def _search(text: str) -> list[str]:
+    found = [w[1:] for w in (line.split() for line in text.splitlines())
+             if w and w[0] in ("search", "domain")]
+    return found[-1] if found else []
 
 
 def read_resolv(ns: str) -> Optional[str]:
@@ -337,9 +353,7 @@ def _resolv_problem(c: Check) -> str:
                if len(w) >= 2 and w[0] == "nameserver"]
     if service_ip not in servers:
         return f"{path} names nameserver {', '.join(servers) or 'none'}, not {service_ip}"
-    search = [w[1:] for w in (line.split() for line in text.splitlines()) if w and
-              w[0] in ("search", "domain")]
-    search = search[-1] if search else []
+    search = _search(text)
     name = c.target
     if not name.endswith(".") and c.data[0] != "PTR" and name.count(".") < 4:
         # a short name needs the search domain that completes it
