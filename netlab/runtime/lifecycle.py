@@ -14,7 +14,7 @@ from .. import model, plan
 from ..core.errors import KernelError
 from ..core.lab import Lab
 from ..core.ops import EtcNetnsFile
-from . import cni_chain, etcnetns
+from . import cni_chain, dnsserver, etcnetns
 from . import kernel as K
 from . import workloads
 from .state import LabState
@@ -64,6 +64,8 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
         ops = plan.build(lab)
         state.begin(lab.source, lab.text)
         transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel)
+        if getattr(lab, "dns", None) is not None:    # a query right after `up` is answered
+            dnsserver.wait_listening(lab)
         result.operations = len(ops)
         return result
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ...core.lab import Lab, Pod
-from ...verify.checks import Check
+from ...verify.checks import Check, Server
 from ...verify.report import Result
 
 METHOD = "dns"
@@ -56,7 +56,9 @@ def _check(rule: str, lab: Lab, src: str, ns: str, node_ns: str, name: str, qtyp
     d = lab.dns
     dns_pod = lab.pod(d.pod)
     want = want if want == NXDOMAIN else tuple(sorted(want))
+    # server: verify waits until dnsmasq listens, and says so when it is not running
     return DnsCheck(rule, src, name, METHOD, ns, name, 53, why=why,
+                    server=Server(dns_pod.ns, 53, dns_pod.name, dns_pod.containers[0].name),
                     data=(qtype, want, name.endswith("."), node_ns, dns_pod.ns, d.service_ip,
                           dns_pod.ip))
 
