@@ -211,3 +211,35 @@ def test_dns_off_without_services_has_no_etc_netns(lab):
         assert etc_left(lab) == []
     finally:
         netlab("down", lab)
+
+
+def resolv_files(name: str) -> dict[str, str]:
+    return {d.replace(name, "LAB", 1): (Path("/etc/netns") / d / "resolv.conf").read_text()
+            for d in etc_left(name)}
+
+
+def test_plan_script_writes_the_same_files_and_serves_the_same_names(tmp_path, unrecorded_lab):
+    """The plan's script (bash, no netlab) writes the same /etc/netns files and runs a DNS server
+    that answers as up's does; `down` of a lab netlab has no record of removes its files too (by
+    its marked namespaces)."""
+    by_up, by_script = unique_name("dnw-pup"), unique_name("dnw-psh")
+    try:
+        netlab("up", SCENARIO, "--name", by_up)
+        script = tmp_path / "lab.sh"
+        script.write_text(netlab("plan", SCENARIO, "--name", by_script).stdout)
+        run = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert resolv_files(by_up) == resolv_files(by_script) and len(resolv_files(by_up)) == 10
+        for name in (by_up, by_script):
+            for _ in range(100):      # the script does not wait for its server
+                out = subprocess.run(["ip", "netns", "exec", f"{name}-client", "dig", "+short",
+                                      "+search", "web"], capture_output=True, text=True).stdout
+                if out.strip():
+                    break
+                time.sleep(0.05)
+            assert out.split() == ["10.96.0.2"], (name, out)
+    finally:
+        netlab("down", by_up, check=False)
+        netlab("down", by_script, check=False)
+    assert leftovers(by_up) == [] and leftovers(by_script) == []
+    assert etc_left(by_up) == [] and etc_left(by_script) == []
