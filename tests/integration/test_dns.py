@@ -159,6 +159,15 @@ def test_records_follow_scale(lab):
     assert len(db()) == 1
     assert len(etc_left(lab)) == 9
     assert verify_json(lab, "--only", "dns-headless", "--only", "dns-srv")[0] == 0
+    # a deleted pod is replaced by a new one (new name, new address): the record follows
+    gone = db()[0]
+    pods = netlab("get", lab, "pods", "-n", "shop", "-o", "wide").stdout
+    name = next(line.split()[0] for line in pods.splitlines() if gone in line.split())
+    netlab("delete", lab, f"pod/{name}")
+    now = db()
+    assert len(now) == 1 and now != [gone], now
+    assert not Path(f"/etc/netns/{lab}-{name}").exists()
+    assert verify_json(lab, "--only", "dns-headless", "--only", "dns-server")[0] == 0
     netlab("down", lab)
     assert etc_left(lab) == []
 
