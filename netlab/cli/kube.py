@@ -22,7 +22,7 @@ KINDS = {"pods": "pods", "pod": "pods", "po": "pods", "svc": "svc", "service": "
          "deployments": "deployments", "deployment": "deployments", "deploy": "deployments",
          "ingress": "ingress", "ingresses": "ingress", "ing": "ingress",
          "gateway": "gateway", "gateways": "gateway", "gtw": "gateway",
-         "httproute": "httproute", "httproutes": "httproute"}
+         "httproute": "httproute", "httproutes": "httproute", "dns": "dns"}
 ROUTES = ("ingress", "gateway", "httproute")      # rows from features/ingress
 
 
@@ -189,15 +189,22 @@ def get(words: List[str] = typer.Argument(..., metavar="[LAB] KIND"),
                                                 help="Kubernetes namespace."),
         all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A"),
         output: str = typer.Option("", "--output", "-o", help="wide or json.")) -> None:
-    """Show pods, svc, endpoints or deployments of a lab, with kubectl's columns."""
+    """Show pods, svc, endpoints or deployments of a lab, with kubectl's columns (dns: the cluster
+    DNS's records as a zone)."""
     need_root("get")
     name, (kind,) = _lab_and(words, 1, "netlab get [LAB] pods|svc|endpoints|deployments|"
-                                       "ingress|gateway|httproute")
+                                       "ingress|gateway|httproute|dns")
     if kind not in KINDS:
         raise NetlabError(f"unknown kind {kind!r}: use pods, svc, endpoints, deployments, "
-                          f"ingress, gateway or httproute")
+                          f"ingress, gateway, httproute or dns")
     kind = KINDS[kind]
     lab = _load(name)
+    if kind == "dns":     # the cluster DNS's records, as a zone (features/dns)
+        from ..features import dns
+        if lab.dns is None:
+            raise NetlabError(f"lab {name} has no cluster DNS: add `dns: true` to its scenario")
+        print(dns.zone(lab), end="")
+        return
     ns = None if all_namespaces else namespace
     if output == "json":
         out.print_json(data=as_json(lab, kind, ns))

@@ -246,6 +246,21 @@ class WriteFile:
 
 
 @dataclass(frozen=True)
+class EtcNetnsFile:
+    """A file of one of the lab's namespaces in /etc/netns/<ns>/ (its resolv.conf): `ip netns exec`
+    and netlab's own processes see it in place of /etc/<name>; the host's /etc never changes.
+    Outside the state directory, so the journal records it before it is written."""
+    ns: str
+    name: str         # resolv.conf
+    text: str
+
+    def ip(self) -> str:
+        d = f"/etc/netns/{self.ns}"
+        return (f"mkdir -p {_q(d)} && cat > {_q(d + '/' + self.name)} <<'EOF'\n"
+                f"{self.text.rstrip()}\nEOF")
+
+
+@dataclass(frozen=True)
 class CniAdd:
     """A pod's network made by calling a CNI plugin chain, as kubelet's runtime does: each plugin
     run inside the node's namespace with the CNI_* environment and its config on stdin, the
@@ -272,7 +287,7 @@ class CniAdd:
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
            LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkMac,
-           DevRouteAdd, HairpinOn]
+           DevRouteAdd, HairpinOn, EtcNetnsFile]
 
 
 NETEXEC_PY = str(Path(__file__).parent.parent / "netexec.py")

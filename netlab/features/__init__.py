@@ -1,13 +1,15 @@
 """The features, registered once: each is one module behind the interface of core.feature.
 
 The order is the order of everything: the sections a scenario is checked in, the operations of
-each phase of `up`, and the rules of `netlab verify` as it reports them.
+each phase of `up`, and the rules of `netlab verify` as it reports them. (Cluster DNS adds a pod
+and a Service: after Pods, before Services.)
 """
 
 from __future__ import annotations
 
 from .checks import ScenarioChecks
 from .cni import Cni
+from .dns import Dns
 from .docker import Docker
 from .hostgw import HostGw
 from .ingress import Ingress
@@ -17,7 +19,7 @@ from .services import Services
 from .underlay import Underlay
 from .vxlan import Vxlan
 
-FEATURES = (Underlay(), Pods(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
+FEATURES = (Underlay(), Pods(), Dns(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
             OutsideWorld(), Ingress(), Services())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.

@@ -55,6 +55,8 @@ class PodSpec(Spec):
     hostNetwork: bool = False
     namespace: str = "default"
     labels: dict[str, str] = {}
+    # Which resolv.conf the pod gets when the lab has cluster DNS (features/dns): kubelet's choice
+    dnsPolicy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default"] = "ClusterFirst"
 
     _name = field_validator("name")(classmethod(name_field))
     _ip = field_validator("ip")(classmethod(ipv4_field))

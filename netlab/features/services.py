@@ -194,10 +194,14 @@ class Services(Feature):
         if not spec.services and not b.scratch.get("extra_services"):   # ranges matter only to Services
             b.parts["services"] = ()
             b.parts["kube_proxy"] = None
+            b.parts["addon_services"] = ()
             return
         kp, services = _build(spec, b)
         b.parts["services"] = services
         b.parts["kube_proxy"] = kp
+        # netlab's own add-ons' Services (kube-dns): their verify rules are their feature's
+        b.parts["addon_services"] = tuple(f"{s.namespace}/{s.name}"
+                                          for s in b.scratch.get("extra_services", ()))
 
     def ops(self, lab: Lab, phase: str) -> list:
         if not lab.services:
@@ -362,7 +366,10 @@ def _build(spec: Any, b: Build) -> tuple[KubeProxy, tuple[Service, ...]]:
             where.fail(loc + ("type",), f"{who}: type LoadBalancer needs network.loadBalancerPool: "
                                         f"add one, like 203.0.113.200/29")
         _check_ports(s, loc, who, where, pods, taken_ports)
-        if s.clusterIP is not None:
+        if s.clusterIP == "None" and s.type != "ClusterIP":
+            where.fail(loc + ("clusterIP",), f"{who}: a headless Service (clusterIP: None) is of "
+                                             f"type ClusterIP")
+        if s.clusterIP is not None and s.clusterIP != "None":     # "None": headless
             cloc = loc + ("clusterIP",)
             try:
                 ip = ipaddress.IPv4Address(s.clusterIP)
@@ -386,8 +393,10 @@ def _build(spec: Any, b: Build) -> tuple[KubeProxy, tuple[Service, ...]]:
     node_names = [n.name for n in b.fields["nodes"]]
     out = []
     for i, s in enumerate(specs):
-        cluster_ip = s.clusterIP and str(ipaddress.IPv4Address(s.clusterIP)) or next(free_ips, None)
-        if cluster_ip is None:
+        headless = s.clusterIP == "None"
+        cluster_ip = None if headless else \
+            s.clusterIP and str(ipaddress.IPv4Address(s.clusterIP)) or next(free_ips, None)
+        if cluster_ip is None and not headless:
             b.where.fail(("network", "serviceCIDR"), f"serviceCIDR {cidr} is full: make it larger")
         ports = []
         for p in s.ports:

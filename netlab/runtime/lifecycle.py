@@ -13,7 +13,8 @@ from typing import Callable
 from .. import model, plan
 from ..core.errors import KernelError
 from ..core.lab import Lab
-from . import cni_chain
+from ..core.ops import EtcNetnsFile
+from . import cni_chain, dnsserver, etcnetns
 from . import kernel as K
 from . import workloads
 from .state import LabState
@@ -63,6 +64,8 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
         ops = plan.build(lab)
         state.begin(lab.source, lab.text)
         transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel)
+        if getattr(lab, "dns", None) is not None:    # a query right after `up` is answered
+            dnsserver.wait_listening(lab)
         result.operations = len(ops)
         return result
 
@@ -106,6 +109,10 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
         return
     if isinstance(op, plan.WriteFile):
         state.write(op.path, op.text)
+        return
+    if isinstance(op, EtcNetnsFile):
+        state.record(f"etc {op.ns}")  # write-ahead: outside the state directory
+        etcnetns.write(op.ns, op.name, op.text)
         return
     if isinstance(op, plan.CniAdd):
         flush(kern)  # the node's cni0 and the pod's namespace are there before the plugins run
@@ -153,6 +160,18 @@ def lab_namespaces(state: LabState) -> list[str]:
     return names
 
 
+def remove_etc(state: LabState, namespaces: list[str]) -> None:
+    """The lab's /etc/netns/<ns>/ files: those its journal names (unless that namespace now bears
+    another mark: somebody else's), and those of its marked namespaces (after a lost journal).
+    Never by a pattern of names."""
+    for ns in state.journal().etc:
+        if ns in namespaces or not K.netns_exists(ns) or K.mark(ns) == state.lab:
+            etcnetns.remove(ns)
+    for ns in namespaces:
+        if etcnetns.exists(ns):
+            etcnetns.remove(ns)
+
+
 def teardown(state: LabState) -> DownResult:
     result = DownResult(state.lab)
     namespaces = lab_namespaces(state)
@@ -167,6 +186,7 @@ def teardown(state: LabState) -> DownResult:
     for record in reversed(state.journal().cni):
         if K.netns_exists(record[0]) and K.mark(record[0]) == state.lab:
             cni_chain.del_record(str(state.dir), record)
+    remove_etc(state, namespaces)
     for ns in namespaces:
         K.remove_netns(ns)
     result.namespaces = namespaces

@@ -12,6 +12,7 @@ One change, in order, as Kubernetes does it:
 2. every node's kube-proxy table replaced by the new endpoints, one `nft -f` transaction each;
 3. removed pods: their processes stopped, their namespaces removed (`forget` in the journal);
 4. stale UDP conntrack entries deleted in every node, as kube-proxy does after a sync;
+   the cluster DNS's records rewritten and its server restarted (runtime/dnsserver.py);
 5. the new `live` line.
 """
 
@@ -31,7 +32,7 @@ from ..core.ops import NetnsAdd, NftApply, Spawn
 from ..features import deployments as D
 from ..features import kubeproxy, services
 from . import kernel as K
-from . import lifecycle, running, workloads
+from . import dnsserver, lifecycle, running, workloads
 from .state import LabState
 
 LOCK_WAIT = 60.0
@@ -146,6 +147,7 @@ def _change(name: str, edit: Callable[[Lab, dict], None],
         try:
             remove_pods(state, removed)
             deleted = flush_conntrack(old, new) if new.services else 0
+            dnsserver.refresh(state, new, removed)      # the records follow the pods
             state.record("live " + json.dumps(live, separators=(",", ":")))
         finally:
             state.close()

@@ -37,6 +37,8 @@ class Journal:
     # What runs now when pods came and went (`scale`, `delete`): the last `live` line, the
     # deployments' current pods (see features.deployments); {} while the scenario's hold.
     live: dict = field(default_factory=dict)
+    # Namespaces whose /etc/netns/<ns>/ netlab wrote (runtime.etcnetns), recorded before writing.
+    etc: list = field(default_factory=list)
 
 
 class LabState:
@@ -113,6 +115,9 @@ class LabState:
                 j.links.append(words[0])
             elif kind == "route" and len(words) == 3:
                 j.routes.append((words[0], words[1], words[2]))
+            elif kind == "etc" and len(words) == 1:
+                if words[0] not in j.etc:
+                    j.etc.append(words[0])
             elif kind == "cni" and len(words) == 5:
                 j.cni.append(tuple(words))
             elif kind == "live" and rest:

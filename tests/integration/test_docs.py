@@ -41,11 +41,13 @@ DOCS = [
     "docs/graph.md",
     "docs/reliability.md",
     "docs/cni.md",
+    "docs/dns.md",
     "docs/architecture.md",
     "docs/ingress.md",
 ]
 # Every lab and hand-made namespace the docs create: checked absent before a doc, and after it.
-LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq", "ingress"]
+LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq", "ingress",
+        "dns"]
 HAND_MADE = ["red", "blue"]
 LOCK = "/run/netlab-docs-tests.lock"
 COMMAND_TIMEOUT = 120
