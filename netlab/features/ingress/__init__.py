@@ -165,14 +165,17 @@ def _build(spec: Any, b: Build) -> Controller:
     pods = list(b.fields["pods"])
     name = controller_name(cfg)
     b.claim(name, ("ingresses",) if spec.ingresses else ("gateways",))
-    # The last host of the first node's pod subnet: the pods feature gives addresses from the
-    # first host up, and `scale` re-parses the lab, so the controller keeps its address.
-    ip = str(ipaddress.IPv4Network(node.pod_cidr).broadcast_address - 1)
-    holder = next((p.name for p in pods if p.node == node.name and p.ip == ip), None)
-    if holder is not None:
-        b.where.fail(("nodes", 0), f"pod '{holder}' has {ip}, the address the ingress controller "
-                                   f"takes on node '{node.name}' (its pod subnet's last host): "
-                                   f"give the pod another address or use a larger podCIDR")
+    # The highest free host of the first node's pod subnet (the DNS pod, built before, may hold
+    # the last one): the pods feature gives addresses from the first host up, and `scale`
+    # re-parses the lab, so the controller keeps its address.
+    subnet = ipaddress.IPv4Network(node.pod_cidr)
+    taken = {p.ip for p in pods if p.node == node.name}
+    ip = next((str(subnet.broadcast_address - k) for k in range(1, 64)
+               if str(subnet.broadcast_address - k) not in taken), None)
+    if ip is None:
+        b.where.fail(("nodes", 0), f"node '{node.name}' has no address left near the end of its "
+                                   f"pod subnet {subnet} for the ingress controller: use a larger "
+                                   f"podCIDR")
     veth = ifname_for(name, "veth-")
     b.scratch["veths"][node.name].add(veth)
     sd = os.path.join(state_dir(b.lab), "ingress")
