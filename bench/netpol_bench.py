@@ -19,7 +19,7 @@ import subprocess
 import time
 import uuid
 
-from netlab.netpol import (ContainerPort, Namespace, Pod, matrix, node_rulesets,
+from netlab.features.netpol import (ContainerPort, Namespace, Pod, matrix, node_rulesets,
                            parse_policies)
 
 

@@ -10,6 +10,7 @@ from .checks import ScenarioChecks
 from .cni import Cni
 from .docker import Docker
 from .hostgw import HostGw
+from .netpol import NetworkPolicies
 from .outside import OutsideWorld
 from .pods import Pods
 from .services import Services
@@ -17,7 +18,7 @@ from .underlay import Underlay
 from .vxlan import Vxlan
 
 FEATURES = (Underlay(), Pods(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
-            OutsideWorld(), Services())
+            OutsideWorld(), Services(), NetworkPolicies())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}
