@@ -248,20 +248,28 @@ def graph(target: Optional[str] = typer.Argument(None, metavar="[SCENARIO|LAB]",
 @app.command(context_settings={"allow_extra_args": False})
 def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
                                            help="FROM: a pod or node; TO: a pod, node or address."),
+          port: Optional[int] = typer.Option(
+              None, "--port", metavar="N", min=1, max=65535,
+              help="Trace a TCP packet to port N (default: a ping)."),
+          udp: bool = typer.Option(False, "--udp", help="With --port: a UDP packet."),
           as_json: bool = JsonOpt) -> None:
-    """Show the path a packet takes, namespace by namespace, and where it stops (ip route get)."""
+    """Show the path a packet takes, namespace by namespace, and where it stops (ip route get,
+    and the nft rules on the way: DNAT follows the new destination, a drop names its rule)."""
+    if udp and port is None:
+        raise NetlabError("--udp needs --port N: the UDP port to trace to", EXIT_USAGE)
     need_root("trace")
     from ..view import look, trace as T
-    lab, walked, names = look.trace(args)
+    lab, walked, names = look.trace(args, port, "udp" if udp else None)
     if as_json:
         out.print_json(data=walked.to_dict())
     else:
-        out.print(f"trace in lab {lab.name}: {args[-2]} -> {args[-1]} ({walked.dst})\n",
+        what = "" if port is None else f", {'udp' if udp else 'tcp'} port {port}"
+        out.print(f"trace in lab {lab.name}: {args[-2]} -> {args[-1]} ({walked.dst}{what})\n",
                   markup=False)
         out.print(T.render(walked, names), markup=False)
     if not walked.arrived:
-        raise NetlabError(f"the packet from {args[-2]} does not arrive at {walked.dst}: it stops "
-                          f"in {walked.hops[-1].ns}", 1)
+        raise NetlabError(f"the packet from {args[-2]} does not arrive at "
+                          f"{walked.final or walked.dst}: it stops in {walked.hops[-1].ns}", 1)
 
 
 @app.command()

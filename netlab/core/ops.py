@@ -167,6 +167,18 @@ class LinkMtu:
 
 
 @dataclass(frozen=True)
+class LinkMac:
+    """A link's MAC address set by hand. A bridge otherwise takes the lowest MAC of its ports, and
+    changes it as ports come and go: the CNI bridge plugin's CHECK then finds cni0 changed."""
+    ns: str
+    ifname: str
+    mac: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} address {self.mac}"
+
+
+@dataclass(frozen=True)
 class VxlanAdd:
     """A VXLAN device (flannel.1): unicast to the peers in its fdb, learning off, no multicast."""
     ns: str
@@ -259,7 +271,7 @@ class CniAdd:
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
-           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd,
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkMac,
            DevRouteAdd, HairpinOn]
 
 

@@ -192,17 +192,19 @@ class _Routes:
         self.cache: dict[tuple[str, str], str] = {}
         self.lab = lab
         self.snap = None
-        self.traces: dict[tuple[str, str], str] = {}
+        self.traces: dict[tuple, str] = {}
 
-    def stopped(self, ns: str, address: str) -> str:
-        """Where `netlab trace` (the kernel's routes, links and neighbours) stops the packet."""
-        key = (ns, address)
+    def stopped(self, ns: str, address: str, port: Optional[int] = None,
+                proto: Optional[str] = None) -> str:
+        """Where `netlab trace` (the kernel's routes, links, neighbours and nft rules) stops the
+        packet: a ping, or TCP/UDP to `port` (so a rule that drops that port is named)."""
+        key = (ns, address, port, proto)
         if key not in self.traces:
             self.traces[key] = ""
             try:
                 from ..view import look
                 self.snap = self.snap or look.live_snapshot(self.lab)
-                t = look.live_trace(self.lab, ns, address, self.snap)
+                t = look.live_trace(self.lab, ns, address, self.snap, port=port, proto=proto)
                 if not t.arrived and t.reason:
                     self.traces[key] = t.reason
             except Exception:  # the trace only adds detail; the reason stands without it
@@ -231,8 +233,11 @@ class _Routes:
             if err:
                 return f"{err}" + (" on the way back" if way == "return" else "")
         hint = f" ({detail})" if detail and detail not in ("no reply", "no connection") else ""
+        # The request as the probe sent it; its answer (the way back) traced as a ping.
+        proto = {"http": "tcp", "udp": "udp"}.get(c.method)
         for ns, address, way in c.hops if self.lab is not None else ():
-            stop = self.stopped(ns, address) if ns else ""
+            port = c.port if proto and way != "return" else None
+            stop = self.stopped(ns, address, port, proto if port else None) if ns else ""
             if stop:
                 back = " on the way back" if way == "return" else ""
                 return (f"{c.src} got no answer from {c.target}{hint}: the packet stops{back}: "
