@@ -115,9 +115,9 @@ def test_policy_checks_every_pair_and_port_with_reasons():
     assert set(checks) == {("a", "b", 53, "UDP"), ("a", "b", 80, "TCP"),
                            ("b", "a", 53, "UDP"), ("b", "a", 80, "TCP")}
     assert checks["b", "a", 80, "TCP"].expect == "reachable"
-    assert checks["b", "a", 80, "TCP"].why == "allowed by default/web ingress rule 1"
+    assert checks["b", "a", 80, "TCP"].data[5] == "allowed by default/web ingress rule 1"
     assert checks["a", "b", 80, "TCP"].expect == "unreachable"
-    assert "y/deny selects y/b for Ingress" in checks["a", "b", 80, "TCP"].why
+    assert "y/deny selects y/b for Ingress" in checks["a", "b", 80, "TCP"].data[5]
     assert checks["b", "a", 53, "UDP"].reproduce.startswith("echo hostname | ip netns exec t-b")
     assert "policy" in RULES
 
@@ -136,7 +136,7 @@ def test_other_rules_expect_what_the_policies_allow():
     assert got["pod-to-node", "b", "node1", "http"] == "unreachable"
     assert got["pod-to-node", "a", "node2", "http"] == "reachable"
     denied = [c for c in V.derive(the_lab) if c.expect == "unreachable" and c.rule != "policy"]
-    assert all(c.why.startswith("NetworkPolicy: denied: y/deny") for c in denied)
+    assert all(c.label == "NetworkPolicy" and c.why.startswith("denied: y/deny") for c in denied)
 
 
 def test_judge_names_the_rule_both_ways():

@@ -4,7 +4,7 @@ rules' checks.
 - `rule_policy(lab)`: for every ordered pair of pods (not a pod to itself) and every port a
   policy names (numbers, named ports resolved on the pods, and the pods' declared ports for
   rules that name only a protocol), TCP and UDP: the model's verdict, expected reachable or
-  unreachable, with the policy rule that says so as the check's `why`.
+  unreachable, with the policy rule that says so (the last of the check's `data`).
 - `Probe`: the method "netpol", batched: one connect.py per source namespace probes all its
   targets at once. Reached = connected, or refused (the packet got to the pod); dropped = no
   answer at all (nft `drop` sends nothing back).
@@ -80,9 +80,9 @@ def rule_policy(lab: Lab) -> list[Check]:
                 ok, why = _verdict(c, pols, s.id, d.id, port, proto)
                 ns = by_name[s.name].ns
                 out.append(Check("policy", s.name, d.name, METHOD, ns, d.ip, port,
-                                 expect=REACHABLE if ok else UNREACHABLE, why=why,
+                                 expect=REACHABLE if ok else UNREACHABLE,
                                  data=(proto, s.id, d.id, lab.node(d.node).ns,
-                                       lab.node(s.node).ns),
+                                       lab.node(s.node).ns, why),
                                  command=reproduce(ns, proto, d.ip, port)))
     return out
 
@@ -125,7 +125,7 @@ def reached(out: str) -> bool:
 
 
 def judge(c: Check, out: str) -> Result:
-    proto, src, dst, dst_node_ns, src_node_ns = c.data
+    proto, src, dst, dst_node_ns, src_node_ns, why = c.data
     observed = {"open": "connected", "refused": "refused (reached, no server)",
                 "timeout": "no answer (dropped)"}.get(out, out)
     want = c.expect == REACHABLE
@@ -135,14 +135,15 @@ def judge(c: Check, out: str) -> Result:
     if want:
         if out not in ("timeout",):
             return Result(c, False, observed, f"{src} -> {dst} {proto}/{c.port} failed "
-                                              f"({observed}); the model allows it: {c.why}")
+                                              f"({observed}); the model allows it: {why}")
+        where = ", ".join(f"`{table.format(ns)}`" for ns in dict.fromkeys((dst_node_ns,
+                                                                          src_node_ns)))
         return Result(c, False, observed,
                       f"{src} -> {dst} {proto}/{c.port} was dropped, but the model allows it: "
-                      f"{c.why}; the nft rule for that is missing (`{table.format(dst_node_ns)}`"
-                      f", `{table.format(src_node_ns)}`)")
+                      f"{why}; the nft rule for that is missing ({where})")
     return Result(c, False, observed,
                   f"{src} -> {dst} {proto}/{c.port} got through, but the model denies it: "
-                  f"{c.why}; the chain's drop is missing or bypassed (bridge netfilter off?): "
+                  f"{why}; the chain's drop is missing or bypassed (bridge netfilter off?): "
                   f"`{table.format(dst_node_ns)}`")
 
 
@@ -180,7 +181,7 @@ def refine(lab: Lab, checks: list[Check]) -> list[Check]:
             continue        # a path MTU cannot be measured where the policy drops the ping
         else:
             out.append(replace(ch, expect=UNREACHABLE, nat=None, body=None,
-                               why=f"NetworkPolicy: {why}"))
+                               label=ch.label or "NetworkPolicy", why=why))
     return out
 
 
