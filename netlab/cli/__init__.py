@@ -116,12 +116,25 @@ def clean(as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def show(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
-    """List a lab's nodes and pods, like `kubectl get nodes,pods -o wide`."""
+def show(words: Optional[List[str]] = typer.Argument(None, metavar="[LAB] [ingress NAME]",
+                                                    show_default=False),
+         as_json: bool = JsonOpt,
+         config: bool = typer.Option(False, "--config",
+                                     help="With `ingress NAME`: print the nginx.conf.")) -> None:
+    """List a lab's nodes and pods, like `kubectl get nodes,pods -o wide`; `show [LAB] ingress
+    NAME --config` prints the nginx.conf the controller serves it with."""
     need_root("show")
     from . import showing as S
     from ..runtime import running
+    words = list(words or [])
+    lab, what = (words[0] if len(words) in (1, 3) else None), words[-2:] if len(words) >= 2 else []
+    if len(words) > 3 or (what and what[0] not in S.ROUTE_KINDS):
+        raise NetlabError("usage: netlab show [LAB] or netlab show [LAB] ingress|gateway|"
+                          "httproute NAME [--config]")
     the_lab = running.load_up(state.only_lab(lab))
+    if what:
+        S.show_route(the_lab, what[0], what[1], config)
+        return
     if as_json:
         out.print_json(data=S.data(the_lab))
     else:

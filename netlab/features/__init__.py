@@ -10,6 +10,7 @@ from .checks import ScenarioChecks
 from .cni import Cni
 from .docker import Docker
 from .hostgw import HostGw
+from .ingress import Ingress
 from .netpol import NetworkPolicies
 from .outside import OutsideWorld
 from .pods import Pods
@@ -18,7 +19,7 @@ from .underlay import Underlay
 from .vxlan import Vxlan
 
 FEATURES = (Underlay(), Pods(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
-            OutsideWorld(), Services(), NetworkPolicies())
+            OutsideWorld(), Ingress(), Services(), NetworkPolicies())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}

@@ -27,6 +27,7 @@ from typing import Any, Literal, Optional
 
 from ..core.errors import NetlabError
 from ..core.feature import Feature, Needs, NotOnHost
+from ..core.versions import version_key
 from ..core.lab import Lab, Pod, state_dir, vtep_mac
 from ..core.ops import CniAdd, LinkMac, WriteFile
 from ..core.schema import Build
@@ -37,11 +38,7 @@ MODES = ("builtin", "netlab", "reference")
 REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 
 
-def _vkey(v: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in v.split("."))
-    except ValueError:
-        return (0,)
+_vkey = version_key
 
 
 # ---------------------------------------------------------------- requests (pure)
