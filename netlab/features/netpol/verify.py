@@ -10,8 +10,9 @@ rules' checks.
   answer at all (nft `drop` sends nothing back).
 - `refine(lab, checks)`: the checks of the other rules (ping and /clientip between pods and
   nodes) that the policies deny are expected unreachable, naming the policy; so a lab with a
-  default-deny still passes verify (an mtu check of a denied pair is left out: no ping gets
-  through to measure with). Other features' checks (Services...) are left as they are.
+  default-deny still passes verify. A denied pod-to-pod connection check is left out (the
+  `policy` rule probes the same pair, port and protocol, once), and so is an mtu check (no ping
+  gets through to measure with). Other features' checks (Services...) are left as they are.
 - `observed_tables(lab, results)`: the truth tables with what verify saw (`verify
   --policy-matrix`).
 """
@@ -179,6 +180,8 @@ def refine(lab: Lab, checks: list[Check]) -> list[Check]:
             out.append(ch)
         elif ch.method == "mtu":
             continue        # a path MTU cannot be measured where the policy drops the ping
+        elif ch.method in ("http", "udp") and ch.src in policy_pods and ch.dst in policy_pods:
+            continue        # the `policy` rule probes this very pair, port and protocol
         else:
             out.append(replace(ch, expect=UNREACHABLE, nat=None, body=None,
                                label=ch.label or "NetworkPolicy", why=why))
