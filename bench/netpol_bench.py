@@ -19,7 +19,7 @@ import subprocess
 import time
 import uuid
 
-from netlab.netpol import (ContainerPort, Namespace, Pod, matrix, node_rulesets,
+from netlab.features.netpol import (ContainerPort, Namespace, Pod, matrix, node_rulesets,
                            parse_policies)
 
 
@@ -34,7 +34,8 @@ def cluster(pods: int, nodes: int):
     return namespaces, out, {f"node{n + 1}": f"192.168.1.{n + 11}" for n in range(nodes)}
 
 
-def policies(n: int):
+def policy_items(n: int) -> list[dict]:
+    """N policies as a scenario writes them (bench/netpol.py loads them into a real lab)."""
     items = []
     for i in range(n):
         ns, kind = f"ns{i % 10}", i % 5
@@ -62,7 +63,11 @@ def policies(n: int):
                               {"to": [{"namespaceSelector": {}}],
                                "ports": [{"port": "dns", "protocol": "UDP"}]},
                               {"to": [{"podSelector": {"matchLabels": {"tier": "t0"}}}]}]})
-    return parse_policies(items)
+    return items
+
+
+def policies(n: int):
+    return parse_policies(policy_items(n))
 
 
 def main() -> None:

@@ -293,7 +293,11 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
                                                     help="Run only this rule (repeatable)."),
            source: Optional[str] = typer.Option(None, "--from", metavar="POD",
                                                 help="Run only the checks from this pod or node."),
-           node: Optional[str] = NodeOpt) -> None:
+           node: Optional[str] = NodeOpt,
+           policy_matrix: bool = typer.Option(
+               False, "--policy-matrix", help="Also print NetworkPolicy's truth table per port: "
+               "rows sources, columns targets, . allowed, X denied, ! not as the model says.")
+           ) -> None:
     """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
     from ..features import RULES
     from ..verify import engine as V
@@ -316,7 +320,14 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
     report = V.run(the_lab, V.derive(the_lab, only or (), source))
     from ..verify import report as R
     R.save(report)
-    _emit_report(report, as_json, junit)
+    if not policy_matrix or as_json:
+        return _emit_report(report, as_json, junit)
+    from ..features.netpol.verify import observed_tables
+    try:
+        _emit_report(report, as_json, junit)
+    finally:
+        sys.stdout.write("\n" + (observed_tables(the_lab, report.results)
+                                 or "no NetworkPolicy check ran (the lab has no policies)\n"))
 
 
 def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:

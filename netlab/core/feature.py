@@ -15,6 +15,10 @@ feature writes only what it has:
   raise NotOnHost where it cannot be.
 - `rules()`: its verify rules, `{name: derive(lab) -> [Check]}`; `probes()`: the probe and judge
   of any check method of its own (verify.engine knows ping, http, udp, mtu, addr and addrs).
+- `reload(lab)`: the operations that bring its rules up to date after pods came or went
+  (`netlab scale`, `netlab delete`: runtime/scale.py), e.g. kube-proxy's tables;
+- `refine(lab, checks)`: the checks of every rule as this feature changes what they expect
+  (NetworkPolicy expects the pairs it denies to be unreachable); the default keeps them;
 - `needs(lab)`: what `up` needs on this machine (preflight asks every feature).
 - `show(lab, status)`: its part of `netlab show --json`; `render(data)`: what it adds to the
   text of `netlab show` (lines, or (columns, rows) for a table); `rows(data)`: rows it adds to
@@ -72,6 +76,12 @@ class Feature:
 
     def probes(self) -> dict[str, Any]:
         return {}
+
+    def reload(self, lab: Any) -> list:
+        return []
+
+    def refine(self, lab: Any, checks: list) -> list:
+        return checks
 
     def needs(self, lab: Any) -> Needs:
         return Needs()

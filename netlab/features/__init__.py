@@ -13,6 +13,7 @@ from .dns import Dns
 from .docker import Docker
 from .hostgw import HostGw
 from .ingress import Ingress
+from .netpol import NetworkPolicies
 from .outside import OutsideWorld
 from .pods import Pods
 from .services import Services
@@ -20,7 +21,7 @@ from .underlay import Underlay
 from .vxlan import Vxlan
 
 FEATURES = (Underlay(), Pods(), Dns(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
-            OutsideWorld(), Ingress(), Services())
+            OutsideWorld(), Ingress(), Services(), NetworkPolicies())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}

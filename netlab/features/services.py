@@ -218,10 +218,16 @@ class Services(Feature):
             ops = []
             if lab.outside is None:
                 ops += [DevRouteAdd(n.ns, lab.kube_proxy.service_cidr, "eth0") for n in lab.nodes]
-            ops += [NftApply(lab.node(name).ns, text) for name, text in rulesets(lab).items()]
+            ops += self.reload(lab)
             ops += lb_routes(lab)
             return ops
         return []
+
+    def reload(self, lab: Lab) -> list:
+        """Every node's kube-proxy table for the pods as they are now (after scale/delete)."""
+        if not lab.services:
+            return []
+        return [NftApply(lab.node(name).ns, text) for name, text in rulesets(lab).items()]
 
     def node_ops(self, lab: Lab, node: Any, underlay: str, phase: str) -> list:
         if lab.services and phase == "links":

@@ -9,7 +9,8 @@ a new pod's namespace is recorded before it is made (the same transaction code a
 One change, in order, as Kubernetes does it:
 1. new pods: their namespaces, veths, addresses and processes (lifecycle.transaction; a failure
    removes the new pods only);
-2. every node's kube-proxy table replaced by the new endpoints, one `nft -f` transaction each;
+2. every feature's rules for the new pods (`Feature.reload`: kube-proxy's tables with the new
+   endpoints, NetworkPolicy's tables), one `nft -f` transaction per node and table;
 3. removed pods: their processes stopped, their namespaces removed (`forget` in the journal);
 4. stale UDP conntrack entries deleted in every node, as kube-proxy does after a sync;
    the cluster DNS's records rewritten and its server restarted (runtime/dnsserver.py);
@@ -29,6 +30,7 @@ from .. import model, plan
 from ..core.errors import NetlabError
 from ..core.lab import Lab, Pod
 from ..core.ops import NetnsAdd, NftApply, Spawn
+from ..features import FEATURES
 from ..features import deployments as D
 from ..features import kubeproxy, services
 from . import kernel as K
@@ -135,8 +137,8 @@ def _change(name: str, edit: Callable[[Lab, dict], None],
         live["born"] = {k: v for k, v in live["born"].items() if k in after}
         live["born"].update((p.name, time.time()) for p in added)
         ops = pod_ops(plan.build(new), added)
-        if new.services:
-            ops += [NftApply(new.node(n).ns, text) for n, text in services.rulesets(new).items()]
+        for feature in FEATURES:     # kube-proxy's tables, NetworkPolicy's, ... for the new pods
+            ops += feature.reload(new)
 
         def rollback(st: LabState) -> None:
             remove_pods(st, added)

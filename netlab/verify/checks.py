@@ -54,6 +54,7 @@ class Check:
     size: int = 0                 # mtu: the ICMP payload the lab's pod MTU allows
     asks: bool = False            # the answer says who answered (a Docker check): judged so
     data: tuple = ()              # a feature's own check method: what its probe needs
+    command: str = ""             # ... and the shell command that reproduces it
 
     @property
     def url(self) -> str:
@@ -83,6 +84,8 @@ class Check:
 
     @property
     def reproduce(self) -> str:
+        if self.command:
+            return self.command
         if self.method == "addr":
             return f"ip -n {self.ns} -4 addr show dev eth0"
         where = f"ip netns exec {self.ns} " if self.ns else ""   # "": this host (up --node)

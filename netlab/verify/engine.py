@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 from ..core.errors import NetlabError
 from ..core.lab import Lab
 from ..core.ops import HERE
-from ..features import PROBES, RULES
+from ..features import FEATURES, PROBES, RULES
 from ..runtime import kernel as K
 from .checks import Check
 from .judging import judge
@@ -30,6 +30,8 @@ def derive(lab: Lab, only: Iterable[str] = (), source: Optional[str] = None) -> 
     """Every check of the lab, narrowed to some rules and/or one source pod or node."""
     rules = list(only) or list(RULES)
     checks = [c for r in rules for c in RULES[r](lab)]
+    for feature in FEATURES:        # what a feature changes in every rule's expectations
+        checks = feature.refine(lab, checks)
     return [c for c in checks if source is None or c.src == source]
 
 
@@ -98,10 +100,18 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
         http_futures = {ns: pool.submit(curl_many, ns, [checks[i].url for i in idx])
                         for ns, idx in http_jobs.items()}
         ping_futures = {ns: pool.submit(ping_many, ns, t) for ns, t in ping_targets.items()}
+        # A feature's probe with run_many takes every check of one namespace in one go.
+        batches: dict[tuple[str, str], list[int]] = {}
+        for i in run_one:
+            if hasattr(PROBES.get(checks[i].method), "run_many"):
+                batches.setdefault((checks[i].method, checks[i].ns), []).append(i)
+        batched = {i for idx in batches.values() for i in idx}
+        batch_futures = {key: pool.submit(PROBES[key[0]].run_many, [checks[i] for i in idx])
+                         for key, idx in batches.items()}
         one_futures = {i: pool.submit(udp_ask, c.ns, c.target, c.port, c.path) if c.method == "udp"
                        else pool.submit(PROBES[c.method].run, c) if c.method in PROBES
                        else pool.submit(ping_df, c.ns, c.target, mtus[c.ns])
-                       for i, c in ((i, checks[i]) for i in run_one)}
+                       for i, c in ((i, checks[i]) for i in run_one) if i not in batched}
         # netlink in this (main) thread while the probes run; the pool's threads never setns().
         seen = observe_addresses([c for c in checks if c.method == "addr"])
         all_addrs = observe_all_addresses([c for c in checks if c.method == "addrs"])
@@ -111,6 +121,8 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
             https.update(zip(http_jobs[ns], fut.result()))
         for i, fut in one_futures.items():
             https[i] = fut.result()
+        for key, fut in batch_futures.items():
+            https.update(zip(batches[key], fut.result()))
     # Each check's own outcome by its index: an addrs check's is the namespace's address list.
     https.update((i, all_addrs[c.ns]) for i, c in enumerate(checks) if c.method == "addrs")
     results = judge(lab, checks, pings, https, seen, problems, missing, PROBES)

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import pytest
 
-from netlab.netpol import (ContainerPort, Namespace, Pod, matrix, parse_policies,
+from netlab.features.netpol import (ContainerPort, Namespace, Pod, matrix, parse_policies,
                            render_matrix, ruleset, verdict, without_rule)
 from tests.conftest import ROOT, requires_root
 

@@ -8,7 +8,7 @@ ignores loopback (a pod to itself); here it is always allowed, so the diagonal i
 
 import pytest
 
-from netlab.netpol import (ContainerPort, Namespace, Pod, check, matrix, parse_policies,
+from netlab.features.netpol import (ContainerPort, Namespace, Pod, check, matrix, parse_policies,
                            render_matrix, ruleset, verdict)
 
 NSS = ("x", "y", "z")
@@ -401,7 +401,7 @@ def test_ruleset_shape():
 
 
 def test_without_rule_keeps_policy_types():
-    from netlab.netpol import without_rule
+    from netlab.features.netpol import without_rule
     pols = parse_policies([pol("e", egress=[{"to": [{"podSelector": {}}]}])])
     left = without_rule(pols, "x/e", "egress", 1)
     assert left[0].egress == () and left[0].types == ("Ingress", "Egress")
