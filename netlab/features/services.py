@@ -35,6 +35,7 @@ NODE_PORT_RANGE = (30000, 32767)    # kube-apiserver's default --service-node-po
 RESERVED_OFFSETS = (1, 10)          # 10.96.0.1: the API Service; 10.96.0.10: kube-dns
 AFFINITY_TIMEOUT = 10800            # Kubernetes' default ClientIP affinity: 3 hours
 BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+BRIDGE_NF_PATH = "/proc/sys/net/bridge/bridge-nf-call-iptables"   # absent: br_netfilter not loaded
 
 
 class ServicePortSpec(Spec):
@@ -286,7 +287,7 @@ def bridge_netfilter_problem() -> str:
     /proc/sys/net/bridge, and a pod calling a Service whose endpoint is on its own node never
     gets the reply un-DNAT'd."""
     import os
-    if os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+    if os.path.exists(BRIDGE_NF_PATH):
         return ""
     return ("bridge netfilter is missing (no /proc/sys/net/bridge: the br_netfilter module is not "
             "loaded): a pod calling a Service whose endpoint sits on its own node would lose the "

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 from .. import model, plan
 from ..core.errors import NetlabError
 from ..core.lab import Lab, Pod
-from ..core.ops import NetnsAdd, NftApply, Spawn
+from ..core.ops import NftApply, Spawn
 from ..features import deployments as D
 from ..features import kubeproxy, services
 from . import kernel as K
@@ -140,6 +140,8 @@ def _change(name: str, edit: Callable[[Lab, dict], None],
         def rollback(st: LabState) -> None:
             remove_pods(st, added)
         state.reopen()
+        # A scale killed half way left a new pod's namespace (recorded, marked ours): remove it.
+        remove_pods(state, [p for p in added if K.netns_exists(p.ns) and K.mark(p.ns) == name])
         lifecycle.transaction(state, ops, f"the new pods of lab {name}", lifecycle._apply,
                               rollback, make_kernel)
         state.reopen()
