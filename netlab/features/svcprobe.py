@@ -26,6 +26,7 @@ CLIENT = str(Path(__file__).parent.parent / "svcclient.py")
 # Each try's connect / answer timeout: a lab answers in microseconds, but a busy machine may stall
 # a probe for a while (verify's HTTP connect timeout); only a lost try pays it.
 TIMEOUT = HTTP_CONNECT_TIMEOUT
+RETRIES = 2            # asks again after a timeout, where one lost try would fail the check
 
 
 # ---------------------------------------------------------------- probing and judging
@@ -55,13 +56,15 @@ class Probe:
         mode, proto, tries, eps = c.data[:4]
         argv = launch(c.ns) + [sys.executable, "-I", "-S", CLIENT, proto, c.target, str(c.port),
                                c.path, str(tries), "--timeout", str(TIMEOUT)]
+        if mode in ("any", "clientip", "one", "self"):
+            argv += ["--retries", str(RETRIES)]     # a lost try here fails the check
         if mode == "all":
             argv += ["--want", ",".join(e.pod for e in eps)]
         elif mode == "self":
             argv += ["--want", c.src]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True,
-                                  timeout=30 + tries * TIMEOUT * 2)
+                                  timeout=30 + tries * TIMEOUT * (RETRIES + 2))
         except subprocess.TimeoutExpired:
             return SvcOut([""], ["probe timed out"])
         out = parse_client(proc.stdout)

@@ -52,6 +52,8 @@ def web_pods(name: str) -> dict[str, str]:
 def test_services_scenario_verifies_and_leaves_the_root_namespace_alone(lab):
     before = root_snapshot()
     up(lab)
+    netlab("scale", lab, "deployment/web", "--replicas", "4")
+    netlab("scale", lab, "deployment/web", "--replicas", "3")
     during = root_snapshot()
     code, results = svc_report(lab)
     assert code == 0, [(r["rule"], r["from"], r["to"], r["reason"]) for r in failures(results)]
@@ -253,3 +255,22 @@ def test_a_scale_killed_half_way_leaves_nothing_after_down(lab):
     assert code == 0, failures(results)
     netlab("down", lab)
     assert leftovers(lab) == []
+
+
+def test_deleting_a_udp_endpoint_flushes_its_stale_conntrack_entry(lab):
+    """A UDP 'connection' is a conntrack entry that outlives the rules: the same client port keeps
+    going to the old endpoint until kube-proxy deletes the entry (conntrack -D), as delete does."""
+    up(lab)
+
+    def ask() -> str:
+        r = subprocess.run(["ip", "netns", "exec", f"{lab}-client", "socat", "-t1", "-T2", "-",
+                            "UDP:10.96.0.50:53,sourceport=40053"], input="hostname\n",
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout.strip()
+    first = ask()
+    assert first in web_pods(lab)
+    assert ask() == first           # the same source port: the same conntrack entry, same pod
+    out = netlab("delete", lab, f"pod/{first}").stdout
+    assert "stale UDP conntrack entries deleted" in out, out
+    second = ask()
+    assert second in web_pods(lab) and second != first
