@@ -80,6 +80,7 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     deployment: str = ""
 
+
 @dataclass(frozen=True)
 class Lab:
     name: str
