@@ -47,4 +47,7 @@ if [ -d /lib/modules/"$(uname -r)" ] && modinfo br_netfilter >/dev/null 2>&1; th
   echo br_netfilter > /etc/modules-load.d/netlab-br_netfilter.conf
 fi
 ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
+# The CNI plugin, for a learner to run by hand (`ip netns exec <node> netlab-cni`); netlab itself
+# finds it next to the venv's python (CNI_PATH /usr/lib/cni:$venv/bin).
+ln -sf "$venv/bin/netlab-cni" /usr/local/bin/netlab-cni
 echo "netlab installed: $(command -v netlab) ($("$venv/bin/python" -c 'import netlab; print(netlab.__version__)'))"

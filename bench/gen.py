@@ -3,7 +3,7 @@
 Pods have no containers unless --netexec is given (then each pod runs netlab's HTTP server).
 Pod `pX-Y` is pod Y on node `nX`; addresses come from netlab's own allocation (10.244.X.0/24).
 
-    python3 bench/gen.py --nodes 10 --pods-per-node 100 > /tmp/big.yaml
+    /opt/netlab/bin/python bench/gen.py --nodes 10 --pods-per-node 100 > /tmp/big.yaml
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark: netlab up/down of N nodes x M pods against the iproute2 script of the same plan,
 and against Mininet for the same number of hosts, on this machine.
 
-    sudo python3 bench/run.py --nodes 10 --pods-per-node 100 [--runs 3] [--json]
+    sudo /opt/netlab/bin/python bench/run.py --nodes 10 --pods-per-node 100 [--runs 3] [--json]
 
 Each run, on one generated scenario (bench/gen.py), measures in this order:
   * netlab: `lifecycle.up` then `lifecycle.down` in a child Python process (load + plan + apply;

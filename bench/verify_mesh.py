@@ -1,6 +1,6 @@
 """Benchmark: verify's full pod-to-pod mesh on an N-pod lab, against baselines from the same run.
 
-    sudo python3 bench/verify_mesh.py [--pods 100] [--nodes 4] [--workers W]
+    sudo /opt/netlab/bin/python bench/verify_mesh.py [--pods 100] [--nodes 4] [--workers W]
 
 Generates an N-pod scenario in a temporary file, brings it up, then times (wall clock):
   - baseline: one `nsenter --net=... true` and one `ip netns exec NS true` (the cost of a process

@@ -4,6 +4,9 @@
 
 GET /hostname  the pod's name            GET /clientip  the client's address and port, as seen here
 GET /echo?msg= the message               GET /healthz   ok
+GET /headers   the request's header lines, as received (what a proxy added: X-Forwarded-For...)
+With --any-path, every other path answers the pod's name (like /hostname), so a test behind an
+ingress can ask /api/x or /login and see which backend answered.
 With --udp-port, also UDP datagrams: `hostname`, `clientip`, `echo MSG` (like agnhost's).
 One thread, one selector, standard library only: a pod costs a few MB, not a web framework.
 """
@@ -18,7 +21,8 @@ import sys
 from urllib.parse import parse_qs, urlsplit
 
 
-def answer(path: str, name: str, client: tuple) -> tuple[int, str]:
+def answer(path: str, name: str, client: tuple, headers: str = "",
+           any_path: bool = False) -> tuple[int, str]:
     url = urlsplit(path)
     if url.path == "/hostname":
         return 200, name
@@ -26,8 +30,12 @@ def answer(path: str, name: str, client: tuple) -> tuple[int, str]:
         return 200, f"{client[0]}:{client[1]}"
     if url.path == "/echo":
         return 200, parse_qs(url.query).get("msg", [""])[0]
-    if url.path in ("/healthz", "/"):
+    if url.path == "/headers":
+        return 200, headers
+    if url.path == "/healthz" or (url.path == "/" and not any_path):
         return 200, "ok"
+    if any_path:
+        return 200, name
     return 404, "not found"
 
 
@@ -47,7 +55,8 @@ def udp_answer(data: bytes, name: str, client: tuple) -> bytes:
     return name.encode()
 
 
-def serve(port: int, name: str, host: str = "0.0.0.0", udp_port: int = 0) -> None:
+def serve(port: int, name: str, host: str = "0.0.0.0", udp_port: int = 0,
+          any_path: bool = False) -> None:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
@@ -96,7 +105,9 @@ def serve(port: int, name: str, host: str = "0.0.0.0", udp_port: int = 0) -> Non
             del pending[conn]
             parts = buf.split(b" ", 2)
             if chunk and len(parts) >= 2 and parts[0] == b"GET":
-                reply = _response(*answer(parts[1].decode("latin-1"), name, addr))
+                head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+                reply = _response(*answer(parts[1].decode("latin-1"), name, addr,
+                                          "\n".join(head), any_path))
             else:
                 reply = _response(400, "bad request")
             try:
@@ -114,10 +125,12 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=socket.gethostname())
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--udp-port", type=int, default=0)
+    parser.add_argument("--any-path", action="store_true",
+                        help="answer the pod's name on every path not listed above")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        serve(args.port, args.name, args.host, args.udp_port)
+        serve(args.port, args.name, args.host, args.udp_port, args.any_path)
     except KeyboardInterrupt:
         pass
     return 0

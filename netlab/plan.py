@@ -11,12 +11,13 @@ from .core.feature import PHASES
 from .core.lab import Lab
 from .core.ops import (HERE, MARK, AddrAdd, BridgeAdd, FdbAppend, LinkMtu, LinkUp, NeighAdd,
                        NetnsAdd, NftApply, OnlinkRouteAdd, Op, RouteAdd, Spawn, Sysctl, VethAdd,
-                       VxlanAdd, argv_of, script)
+                       VxlanAdd, WriteFile, CniAdd, LinkMac, argv_of, script)
 from .features import FEATURES
 
 __all__ = ["build", "build_node", "node_key", "script", "HERE", "MARK", "Op", "AddrAdd",
            "BridgeAdd", "FdbAppend", "LinkMtu", "LinkUp", "NeighAdd", "NetnsAdd", "NftApply",
-           "OnlinkRouteAdd", "RouteAdd", "Spawn", "Sysctl", "VethAdd", "VxlanAdd", "argv_of"]
+           "OnlinkRouteAdd", "RouteAdd", "Spawn", "Sysctl", "VethAdd", "VxlanAdd", "WriteFile",
+           "CniAdd", "LinkMac", "argv_of"]
 
 
 def build(lab: Lab) -> list[Op]:

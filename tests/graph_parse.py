@@ -69,6 +69,8 @@ def expected(lab) -> dict:
         if isinstance(op, plan.VethAdd):
             veths.append((op.ifname, op.peer))
             edges.add((frozenset({rep(op.ns, op.ifname), rep(op.peer_ns, op.peer)}), "veth"))
+        elif isinstance(op, plan.CniAdd):   # the plugin chain's veth: eth0 to the node's cni0
+            edges.add((frozenset({rep(op.ns, op.ifname), f"{short(op.node_ns)}/cni0"}), "veth"))
         elif all(hasattr(op, a) for a in ("ns", "dst", "via", "dev")) and op.dst != "default" \
                 and owner.get(op.via, (op.ns,))[0] != op.ns:
             # RouteAdd, and route ops added by other features (an on-link route of an overlay)

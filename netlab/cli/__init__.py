@@ -116,12 +116,25 @@ def clean(as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def show(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
-    """List a lab's nodes and pods, like `kubectl get nodes,pods -o wide`."""
+def show(words: Optional[List[str]] = typer.Argument(None, metavar="[LAB] [ingress NAME]",
+                                                    show_default=False),
+         as_json: bool = JsonOpt,
+         config: bool = typer.Option(False, "--config",
+                                     help="With `ingress NAME`: print the nginx.conf.")) -> None:
+    """List a lab's nodes and pods, like `kubectl get nodes,pods -o wide`; `show [LAB] ingress
+    NAME --config` prints the nginx.conf the controller serves it with."""
     need_root("show")
     from . import showing as S
     from ..runtime import running
+    words = list(words or [])
+    lab, what = (words[0] if len(words) in (1, 3) else None), words[-2:] if len(words) >= 2 else []
+    if len(words) > 3 or (what and what[0] not in S.ROUTE_KINDS):
+        raise NetlabError("usage: netlab show [LAB] or netlab show [LAB] ingress|gateway|"
+                          "httproute NAME [--config]")
     the_lab = running.load_up(state.only_lab(lab))
+    if what:
+        S.show_route(the_lab, what[0], what[1], config)
+        return
     if as_json:
         out.print_json(data=S.data(the_lab))
     else:
@@ -248,20 +261,28 @@ def graph(target: Optional[str] = typer.Argument(None, metavar="[SCENARIO|LAB]",
 @app.command(context_settings={"allow_extra_args": False})
 def trace(args: List[str] = typer.Argument(..., metavar="[LAB] FROM TO",
                                            help="FROM: a pod or node; TO: a pod, node or address."),
+          port: Optional[int] = typer.Option(
+              None, "--port", metavar="N", min=1, max=65535,
+              help="Trace a TCP packet to port N (default: a ping)."),
+          udp: bool = typer.Option(False, "--udp", help="With --port: a UDP packet."),
           as_json: bool = JsonOpt) -> None:
-    """Show the path a packet takes, namespace by namespace, and where it stops (ip route get)."""
+    """Show the path a packet takes, namespace by namespace, and where it stops (ip route get,
+    and the nft rules on the way: DNAT follows the new destination, a drop names its rule)."""
+    if udp and port is None:
+        raise NetlabError("--udp needs --port N: the UDP port to trace to", EXIT_USAGE)
     need_root("trace")
     from ..view import look, trace as T
-    lab, walked, names = look.trace(args)
+    lab, walked, names = look.trace(args, port, "udp" if udp else None)
     if as_json:
         out.print_json(data=walked.to_dict())
     else:
-        out.print(f"trace in lab {lab.name}: {args[-2]} -> {args[-1]} ({walked.dst})\n",
+        what = "" if port is None else f", {'udp' if udp else 'tcp'} port {port}"
+        out.print(f"trace in lab {lab.name}: {args[-2]} -> {args[-1]} ({walked.dst}{what})\n",
                   markup=False)
         out.print(T.render(walked, names), markup=False)
     if not walked.arrived:
-        raise NetlabError(f"the packet from {args[-2]} does not arrive at {walked.dst}: it stops "
-                          f"in {walked.hops[-1].ns}", 1)
+        raise NetlabError(f"the packet from {args[-2]} does not arrive at "
+                          f"{walked.final or walked.dst}: it stops in {walked.hops[-1].ns}", 1)
 
 
 @app.command()
@@ -325,6 +346,9 @@ def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
     node_cli.down(lab, node, as_json)
 
 
+# The commands of features, each in its own module of this package.
+from .cni import cni as _cni  # noqa: E402
+app.command(name="cni", context_settings={"allow_extra_args": False})(_cni)
 from . import kube  # noqa: E402  (get, scale, delete, port-forward: kubectl's verbs)
 kube.register(app)
 

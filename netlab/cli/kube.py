@@ -19,7 +19,11 @@ from .console import need_root, out, table
 
 KINDS = {"pods": "pods", "pod": "pods", "po": "pods", "svc": "svc", "service": "svc",
          "services": "svc", "endpoints": "endpoints", "ep": "endpoints",
-         "deployments": "deployments", "deployment": "deployments", "deploy": "deployments"}
+         "deployments": "deployments", "deployment": "deployments", "deploy": "deployments",
+         "ingress": "ingress", "ingresses": "ingress", "ing": "ingress",
+         "gateway": "gateway", "gateways": "gateway", "gtw": "gateway",
+         "httproute": "httproute", "httproutes": "httproute"}
+ROUTES = ("ingress", "gateway", "httproute")      # rows from features/ingress
 
 
 def age(seconds: float) -> str:
@@ -82,6 +86,28 @@ def deployment_rows(lab: Lab, running: dict, created: float, now: float, ns: Opt
     return ("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"), rows
 
 
+def _routes(lab: Lab, kind: str) -> list:
+    cfg = lab.ingress.config if lab.ingress is not None else None
+    if cfg is None:
+        return []
+    return {"ingress": cfg.ingresses, "gateway": cfg.gateways, "httproute": cfg.httproutes}[kind]
+
+
+def route_rows(lab: Lab, kind: str, created: float, now: float, ns: Optional[str]):
+    """`kubectl get ingress|gateway|httproute`: NAME CLASS HOSTS ADDRESS PORTS AGE, NAME CLASS
+    ADDRESS PROGRAMMED AGE, NAME HOSTNAMES ACCEPTED AGE (features/ingress/conf.routes_table)."""
+    from ..features import ingress as I
+    if lab.ingress is None:
+        return I.C.routes_table(kind, I.IngressConfig())[0], []
+    cfg = lab.ingress.config
+    mine = I.IngressConfig(**{k: [o for o in getattr(cfg, k) if _ns_ok(o.namespace, ns)]
+                              for k in ("ingresses", "gateways", "httproutes")})
+    addr, _ = I.address_of(lab)
+    cols, rows = I.C.routes_table(kind, mine, address=addr, age=age(now - created),
+                                  port=I.LISTEN_PORT, statuses=I.table_of(lab).statuses)
+    return tuple(cols), [tuple(r) for r in rows]
+
+
 def as_json(lab: Lab, kind: str, ns: Optional[str]) -> dict:
     """A kubectl-shaped List (metadata, spec, status) of one kind."""
     items: list[dict] = []
@@ -119,6 +145,14 @@ def as_json(lab: Lab, kind: str, ns: Optional[str]) -> dict:
                   "spec": {"replicas": d.replicas, "selector": {"matchLabels": dict(d.labels)}},
                   "status": {"replicas": d.replicas, "pods": list(d.pods)}}
                  for d in lab.deployments if _ns_ok(d.namespace, ns)]
+    elif kind in ROUTES:
+        api = "networking.k8s.io/v1" if kind == "ingress" else "gateway.networking.k8s.io/v1"
+        items = [{"apiVersion": api, "kind": {"ingress": "Ingress", "gateway": "Gateway",
+                                              "httproute": "HTTPRoute"}[kind],
+                  "metadata": {"name": o.name, "namespace": o.namespace},
+                  "spec": o.model_dump(by_alias=True, exclude={"name", "namespace"},
+                                       exclude_none=True)}
+                 for o in _routes(lab, kind) if _ns_ok(o.namespace, ns)]
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
@@ -157,9 +191,11 @@ def get(words: List[str] = typer.Argument(..., metavar="[LAB] KIND"),
         output: str = typer.Option("", "--output", "-o", help="wide or json.")) -> None:
     """Show pods, svc, endpoints or deployments of a lab, with kubectl's columns."""
     need_root("get")
-    name, (kind,) = _lab_and(words, 1, "netlab get [LAB] pods|svc|endpoints|deployments")
+    name, (kind,) = _lab_and(words, 1, "netlab get [LAB] pods|svc|endpoints|deployments|"
+                                       "ingress|gateway|httproute")
     if kind not in KINDS:
-        raise NetlabError(f"unknown kind {kind!r}: use pods, svc, endpoints or deployments")
+        raise NetlabError(f"unknown kind {kind!r}: use pods, svc, endpoints, deployments, "
+                          f"ingress, gateway or httproute")
     kind = KINDS[kind]
     lab = _load(name)
     ns = None if all_namespaces else namespace
@@ -177,6 +213,8 @@ def get(words: List[str] = typer.Argument(..., metavar="[LAB] KIND"),
         cols, rows = svc_rows(lab, created, now, ns, output == "wide")
     elif kind == "endpoints":
         cols, rows = endpoints_rows(lab, created, now, ns)
+    elif kind in ROUTES:
+        cols, rows = route_rows(lab, kind, created, now, ns)
     else:
         cols, rows = deployment_rows(lab, _running(lab), created, now, ns)
     if all_namespaces:
@@ -192,6 +230,8 @@ def get(words: List[str] = typer.Argument(..., metavar="[LAB] KIND"),
 
 
 def _namespaces_of(lab: Lab, kind: str, ns: Optional[str]) -> list[str]:
+    if kind in ROUTES:
+        return [o.namespace for o in _routes(lab, kind) if _ns_ok(o.namespace, ns)]
     objs = {"pods": lab.pods, "svc": lab.services, "endpoints": lab.services,
             "deployments": lab.deployments}[kind]
     return [o.namespace for o in objs if _ns_ok(o.namespace, ns)]

@@ -61,3 +61,43 @@ def render(lab: Lab) -> None:
                     t.add_row(*row)
                 item = t
             out.print(item)
+
+
+ROUTE_KINDS = ("ingress", "ing", "gateway", "httproute")
+
+
+def show_route(lab: Lab, kind: str, name: str, config: bool) -> None:
+    """One Ingress, Gateway or HTTPRoute: its routes as nginx has them, or (--config) the whole
+    nginx.conf the lab's one controller serves it with (the file in the lab's state)."""
+    from ..core.errors import NetlabError
+    from ..features import ingress as I
+    kind = "ingress" if kind == "ing" else kind
+    cfg = lab.ingress.config if lab.ingress is not None else None
+    objs = {"ingress": cfg.ingresses, "gateway": cfg.gateways,
+            "httproute": cfg.httproutes}[kind] if cfg else []
+    obj = next((o for o in objs if o.name == name), None)
+    if obj is None:
+        known = ", ".join(o.name for o in objs) or "none"
+        raise NetlabError(f"lab {lab.name} has no {kind} {name!r}: known: {known}")
+    if config:
+        import sys
+        sys.stdout.write(I.conf_text(lab))      # exactly the file, no console wrapping
+        return
+    source = {"ingress": f"ingress {obj.namespace}/{obj.name}",
+              "httproute": f"httproute {obj.namespace}/{obj.name}"}.get(kind)
+    table_ = I.table_of(lab)
+    out.print(f"{kind} {obj.namespace}/{obj.name}, served by {I.NAMESPACE}/{lab.ingress.pod} "
+              f"({lab.ingress.conf_path})", markup=False)
+    for srv in table_.servers:
+        for loc in srv.locations:
+            for c in loc.candidates:
+                if source is None or c.source.startswith(source):
+                    hdr = "".join(f" [{n}: {v}]" for n, v in c.headers)
+                    out.print(f"  {srv.host or '*'}:{srv.port} location "
+                              f"{loc.op + ' ' if loc.op else ''}{loc.path}{hdr} -> "
+                              f"{I.C._describe_backends(c)}  ({c.source})",
+                              markup=False, highlight=False, soft_wrap=True)
+    for st in table_.statuses:
+        if kind == "httproute" and st.route == f"{obj.namespace}/{obj.name}":
+            out.print(f"  parent {st.parent}: Accepted={st.accepted} ({st.reason}): {st.message}",
+                      markup=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Optional
@@ -19,6 +20,13 @@ DEFAULT_PORT = 8080
 DOCKER_CIDR = "172.17.0.0/16"   # docker0's default subnet, on every node unless it says otherwise
 UNDERLAY_MTU = 1500   # every underlay link is plain Ethernet
 NODE_PORT = 8000  # every node runs netlab's server on this port (the classic `nc -l 8000`)
+# Where a lab's state lives (runtime.state writes it): /run/netlab/labs/<lab>/. A plan that
+# writes files there (a CNI conflist) names them by this path.
+STATE_ROOT = os.environ.get("NETLAB_STATE_DIR", "/run/netlab")
+
+
+def state_dir(lab: str) -> str:
+    return os.path.join(STATE_ROOT, "labs", lab)
 
 
 def ifname_for(name: str, prefix: str = "") -> str:

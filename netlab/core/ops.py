@@ -167,6 +167,18 @@ class LinkMtu:
 
 
 @dataclass(frozen=True)
+class LinkMac:
+    """A link's MAC address set by hand. A bridge otherwise takes the lowest MAC of its ports, and
+    changes it as ports come and go: the CNI bridge plugin's CHECK then finds cni0 changed."""
+    ns: str
+    ifname: str
+    mac: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} address {self.mac}"
+
+
+@dataclass(frozen=True)
 class VxlanAdd:
     """A VXLAN device (flannel.1): unicast to the peers in its fdb, learning off, no multicast."""
     ns: str
@@ -222,8 +234,45 @@ class OnlinkRouteAdd:
         return f"ip {_n(self.ns)}route add {self.dst} via {self.via} dev {_q(self.dev)} onlink"
 
 
+@dataclass(frozen=True)
+class WriteFile:
+    """A file of the lab's own, in its state directory (a CNI conflist): never outside it."""
+    path: str
+    text: str
+
+    def ip(self) -> str:
+        return (f"mkdir -p {_q(str(Path(self.path).parent))} && cat > {_q(self.path)} <<'EOF'\n"
+                f"{self.text.rstrip()}\nEOF")
+
+
+@dataclass(frozen=True)
+class CniAdd:
+    """A pod's network made by calling a CNI plugin chain, as kubelet's runtime does: each plugin
+    run inside the node's namespace with the CNI_* environment and its config on stdin, the
+    result of one the prevResult of the next. `calls` are those calls, as the script shows them
+    (with the prevResult the model predicts); the runtime threads the real results."""
+    node_ns: str
+    ns: str               # the pod's namespace (CNI_NETNS is /run/netns/<ns>)
+    container_id: str
+    ifname: str
+    conflist: str         # its path in the lab's state
+    owner: str            # the pod
+    calls: tuple[tuple[tuple[tuple[str, str], ...], str, str], ...]   # (env, plugin, stdin JSON)
+    address: str = ""     # what the pod's eth0 will have (address/prefixlen), and its gateway
+    gateway: str = ""
+
+    def ip(self) -> str:
+        lines = [f"# CNI ADD of pod {self.owner} through {self.conflist}"]
+        for env, plugin, stdin in self.calls:
+            assigns = " ".join(f"{k}={_q(v)}" for k, v in env)
+            lines.append(f"{assigns} ip netns exec {_q(self.node_ns)} {_q(plugin)} >/dev/null "
+                         f"<<'EOF'\n{stdin}\nEOF")
+        return "\n".join(lines)
+
+
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
-           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, DevRouteAdd, HairpinOn]
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkMac,
+           DevRouteAdd, HairpinOn]
 
 
 NETEXEC_PY = str(Path(__file__).parent.parent / "netexec.py")

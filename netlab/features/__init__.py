@@ -7,16 +7,18 @@ each phase of `up`, and the rules of `netlab verify` as it reports them.
 from __future__ import annotations
 
 from .checks import ScenarioChecks
+from .cni import Cni
 from .docker import Docker
 from .hostgw import HostGw
+from .ingress import Ingress
 from .outside import OutsideWorld
 from .pods import Pods
 from .services import Services
 from .underlay import Underlay
 from .vxlan import Vxlan
 
-FEATURES = (Underlay(), Pods(), ScenarioChecks(), Docker(), HostGw(), Vxlan(), OutsideWorld(),
-            Services())
+FEATURES = (Underlay(), Pods(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
+            OutsideWorld(), Ingress(), Services())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}

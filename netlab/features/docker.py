@@ -31,7 +31,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Optional, Union
 
-from ..core.feature import Feature, Needs
+from ..core.feature import Feature, Needs, NotOnHost
 from ..core.lab import DEFAULT_PORT, NETEXEC, Container, Lab, Node, Pod, ifname_for, netexec_argv
 from ..core.ops import AddrAdd, BridgeAdd, LinkUp, NftApply, RouteAdd, Spawn, VethAdd, argv_of
 from ..core.schema import Build, Loc, did_you_mean
@@ -99,6 +99,12 @@ class Docker(Feature):
             return docker_ops(lab)
         if phase == "processes":
             return [Spawn(c.ns, c.name, c.name, argv_of(c.process)) for c in lab.containers]
+        return []
+
+    def node_ops(self, lab: Lab, node: Node, underlay: str, phase: str) -> list:
+        if lab.containers:
+            raise NotOnHost(f"--node: lab {lab.name} has docker containers, which only a whole "
+                            f"lab on one machine builds: run it without --node")
         return []
 
     def rules(self) -> dict:

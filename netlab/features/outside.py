@@ -72,6 +72,12 @@ class OutsideWorld(Feature):
             return [netexec(lab.outside.ns, "outside", "server", lab.outside.port)]
         return []
 
+    def node_ops(self, lab: Lab, node: Any, underlay: str, phase: str) -> list:
+        if lab.outside is not None:
+            raise NotOnHost(f"--node: lab {lab.name} has an outside world, which only a whole lab "
+                            f"on one machine builds: run it without --node")
+        return []
+
     def show(self, lab: Lab, status: Any) -> dict:
         if not lab.outside:
             return {}

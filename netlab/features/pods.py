@@ -166,11 +166,15 @@ class Pods(Feature):
         b.namespaces += [p.ns for p in pods if not p.host_network]
 
     def ops(self, lab: Lab, phase: str) -> list:
+        # Wired by netlink here, unless CNI plugins wire the pods (features/cni.py).
+        by_cni = getattr(getattr(lab, "cni", None), "plugins", False)
         if phase == "links":
+            if by_cni:
+                return []
             return [op for pod in lab.pods if not pod.host_network
                     for op in _pod_link(pod, lab.node(pod.node), lab.node(pod.node).ns)]
         if phase == "routes":
-            return _pod_mtu(lab)
+            return _pod_mtu(lab, veths=not by_cni)
         if phase == "processes":
             return [op for pod in lab.pods for op in _pod_spawns(pod, pod.ns)]
         return []
@@ -222,14 +226,15 @@ def _pod_spawns(pod, ns: str) -> list:
     return [Spawn(ns, pod.name, c.name, argv_of(c)) for c in pod.containers]
 
 
-def _pod_mtu(lab: Lab) -> list:
+def _pod_mtu(lab: Lab, veths: bool = True) -> list:
     """Below the underlay's MTU (vxlan), cni0 and both ends of every pod's veth get the pods' MTU,
-    as flannel's CNI plugin does; at the underlay's MTU nothing needs setting."""
+    as flannel's CNI plugin does; at the underlay's MTU nothing needs setting. (A CNI plugin
+    sets its veths' MTU itself: `veths` False.)"""
     ops: list = []
     for node in lab.nodes:
         if lab.mtu < UNDERLAY_MTU:
             ops.append(LinkMtu(node.ns, "cni0", lab.mtu))
-    for pod in lab.pods:
+    for pod in lab.pods if veths else ():
         if not pod.host_network:
             ops += _pod_veth_mtu(pod, lab.node(pod.node).ns)
     return ops

@@ -192,7 +192,7 @@ class Services(Feature):
               "kubeProxy": (KubeProxySpec, KubeProxySpec())}
 
     def build(self, spec: Any, b: Build) -> None:
-        if not spec.services:   # the ranges matter only to Services
+        if not spec.services and not b.scratch.get("extra_services"):   # ranges matter only to Services
             b.parts["services"] = ()
             b.parts["kube_proxy"] = None
             return
@@ -300,6 +300,9 @@ def bridge_netfilter_problem() -> str:
 
 def _build(spec: Any, b: Build) -> tuple[KubeProxy, tuple[Service, ...]]:
     where, net = b.where, spec.network
+    # Services of netlab's own add-ons (kube-dns, the ingress controller's): other features put
+    # their ServiceSpec in b.scratch["extra_services"] before this one builds.
+    specs = list(spec.services) + list(b.scratch.get("extra_services", ()))
     pods = b.fields["pods"]
     cluster = b.scratch["cluster"]
     try:
@@ -331,7 +334,7 @@ def _build(spec: Any, b: Build) -> tuple[KubeProxy, tuple[Service, ...]]:
     seen: dict[tuple[str, str], int] = {}
     taken_ips: dict[str, str] = {}
     taken_ports: dict[tuple[int, str], str] = {}
-    for i, s in enumerate(spec.services):
+    for i, s in enumerate(specs):
         loc = ("services", i)
         who = f"service '{s.namespace}/{s.name}'"
         if s.namespace not in kube_ns:
@@ -383,7 +386,7 @@ def _build(spec: Any, b: Build) -> tuple[KubeProxy, tuple[Service, ...]]:
     free_lb = iter(pool)
     node_names = [n.name for n in b.fields["nodes"]]
     out = []
-    for i, s in enumerate(spec.services):
+    for i, s in enumerate(specs):
         cluster_ip = s.clusterIP and str(ipaddress.IPv4Address(s.clusterIP)) or next(free_ips, None)
         if cluster_ip is None:
             b.where.fail(("network", "serviceCIDR"), f"serviceCIDR {cidr} is full: make it larger")

@@ -77,7 +77,11 @@ def _eps(lab: Lab, svc: Service, port: ServicePort) -> list[Ep]:
 
 def _ports(lab: Lab):
     """Every (service, port, endpoints) of the lab's non-headless Services."""
-    return [(s, p, _eps(lab, s, p)) for s in lab.services if not s.headless for p in s.ports]
+    # Services of netlab's add-ons that answer as their own servers (the ingress controller's
+    # nginx), not as netexec: their feature's rules prove them.
+    addons = set(lab.parts.get("addon_services", ()))
+    return [(s, p, _eps(lab, s, p)) for s in lab.services if not s.headless
+            and s.key not in addons for p in s.ports]
 
 
 def _clients(lab: Lab, eps: list[Ep]) -> list[Pod]:

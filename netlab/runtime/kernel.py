@@ -397,6 +397,9 @@ class Kernel:
     def _link_mtu(self, op: P.LinkMtu) -> None:
         self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), mtu=op.mtu)
 
+    def _link_mac(self, op: P.LinkMac) -> None:
+        self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), address=op.mac)
+
     def _vxlan_add(self, op: P.VxlanAdd) -> None:
         self.sock(op.ns).link("add", ifname=op.ifname, kind="vxlan", address=op.mac, mtu=op.mtu,
                               vxlan_id=op.vni, vxlan_local=op.local, vxlan_port=op.port,
@@ -437,6 +440,7 @@ class Kernel:
         P.Sysctl: _sysctl,
         P.NftApply: _nft_apply,
         P.LinkMtu: _link_mtu,
+        P.LinkMac: _link_mac,
         P.VxlanAdd: _vxlan_add,
         P.NeighAdd: _neigh_add,
         P.FdbAppend: _fdb_append,
@@ -481,22 +485,40 @@ def _nsids(sock: IPRoute, namespaces: list[str]) -> dict[int, str]:
     return out
 
 
-def _nat_ruleset(ns: str) -> str:
-    """`nft list ruleset` inside ns ('' when nft is not installed or there are no rules)."""
+def _nft_listing(ns: str) -> tuple[str, str]:
+    """(`nft -j list ruleset`, `nft -a list ruleset`) inside ns: the ruleset to evaluate and its
+    rules as nft prints them, by handle. ('', '') when nft is not installed or fails."""
     import subprocess
+    out = []
+    for flag in ("-j", "-a"):
+        try:
+            with inside(ns):  # the child inherits this thread's namespace
+                r = subprocess.run(["nft", flag, "list", "ruleset"], capture_output=True,
+                                   text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "", ""
+        if r.returncode != 0:
+            return "", ""
+        out.append(r.stdout)
+    return out[0], out[1]
+
+
+def _bridge_nf(ns: str) -> bool:
+    """net.bridge.bridge-nf-call-iptables inside ns: bridged IPv4 frames go through the nft
+    hooks of the namespace (per namespace since Linux 5.3; absent without br_netfilter)."""
     try:
-        with inside(ns):  # the child inherits this thread's namespace
-            r = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return r.stdout if r.returncode == 0 else ""
+        with inside(ns):
+            with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+                return f.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def observe(namespaces: list[str], lab: str = ""):
     """A Snapshot of what the kernel holds in these namespaces: links, addresses, routes, NAT.
 
     Missing namespaces are left out (the snapshot shows what is there)."""
-    from ..view import snapshot as S
+    from ..view import nft, snapshot as S
     present = [ns for ns in namespaces if netns_exists(ns)]
     with Kernel() as kern:
         # Index -> name per namespace first: a veth's peer is named by index in its namespace.
@@ -509,6 +531,7 @@ def observe(namespaces: list[str], lab: str = ""):
             addrs: dict[int, list[str]] = {}
             for a in sock.get_addr(family=2):
                 addrs.setdefault(a["index"], []).append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+            bridge_nf = _bridge_nf(ns)
             ifaces = []
             for l in links[ns]:
                 info = l.get_attr("IFLA_LINKINFO")
@@ -521,14 +544,18 @@ def observe(namespaces: list[str], lab: str = ""):
                     if where in names:
                         peer = (where, names[where].get(l.get_attr("IFLA_LINK")))
                 vni = None
+                nf_call = False
                 if kind == "vxlan":
                     data = info.get_attr("IFLA_INFO_DATA")
                     vni = data.get_attr("IFLA_VXLAN_ID") if data else None
+                elif kind == "bridge":
+                    data = info.get_attr("IFLA_INFO_DATA")
+                    nf_call = bridge_nf or bool(data and data.get_attr("IFLA_BR_NF_CALL_IPTABLES"))
                 master = l.get_attr("IFLA_MASTER")
                 ifaces.append(S.Iface(
                     name=names[ns][l["index"]], kind=kind, up=bool(l["flags"] & 1),
                     master=names[ns].get(master) if master else None, peer=peer,
-                    addrs=tuple(addrs.get(l["index"], ())), vni=vni))
+                    addrs=tuple(addrs.get(l["index"], ())), vni=vni, nf_call=nf_call))
             routes = []
             for r in sock.get_routes(family=2, table=254):
                 dst = r.get_attr("RTA_DST")
@@ -539,8 +566,15 @@ def observe(namespaces: list[str], lab: str = ""):
             with inside(ns):
                 with open("/proc/sys/net/ipv4/ip_forward") as f:
                     forwarding = f.read().strip() == "1"
+            as_json, as_text = _nft_listing(ns)
+            ruleset = None
+            if as_json:
+                try:
+                    ruleset = nft.parse(as_json, as_text)
+                except (ValueError, KeyError, TypeError):
+                    ruleset = None   # a JSON shape this nft writes that the parser does not know
             out.append(S.Namespace(ns, tuple(ifaces), tuple(routes), forwarding,
-                                   S.nat_lines(_nat_ruleset(ns))))
+                                   S.nat_lines(nft.without_handles(as_text)), ruleset))
     return S.Snapshot(tuple(out), lab)
 
 

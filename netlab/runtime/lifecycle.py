@@ -13,6 +13,7 @@ from typing import Callable
 from .. import model, plan
 from ..core.errors import KernelError
 from ..core.lab import Lab
+from . import cni_chain
 from . import kernel as K
 from . import workloads
 from .state import LabState
@@ -103,6 +104,14 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
         pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
+    if isinstance(op, plan.WriteFile):
+        state.write(op.path, op.text)
+        return
+    if isinstance(op, plan.CniAdd):
+        flush(kern)  # the node's cni0 and the pod's namespace are there before the plugins run
+        state.record(f"cni {op.node_ns} {op.ns} {op.container_id} {op.ifname} {op.conflist}")
+        cni_chain.add_op(str(state.dir), op)
+        return
     kern.apply(op)
 
 
@@ -153,6 +162,11 @@ def teardown(state: LabState) -> DownResult:
     pids = set(workloads.pids_in(inodes)) | set(workloads.marked(state.lab))
     workloads.stop(pids)
     result.processes = len(pids)
+    # Pods wired through CNI: DEL through their chain first, as kubelet does (the plugins clean
+    # what they made in the node: iptables rules, IPAM); harmless when that is gone already.
+    for record in reversed(state.journal().cni):
+        if K.netns_exists(record[0]) and K.mark(record[0]) == state.lab:
+            cni_chain.del_record(str(state.dir), record)
     for ns in namespaces:
         K.remove_netns(ns)
     result.namespaces = namespaces

@@ -34,9 +34,7 @@ def check_host(lab: Lab, node: str, underlay: str) -> None:
     if node not in names:
         raise NetlabError(f"--node {node}: lab {lab.name} has no node '{node}': use one of "
                           f"{', '.join(names)}")
-    if lab.containers or lab.outside:
-        raise NetlabError(f"--node: lab {lab.name} has docker containers or an outside world, "
-                          f"which only a whole lab on one machine builds: run it without --node")
+    plan.build_node(lab, node, underlay)   # a feature that cannot be on a real host says so here
     me = lab.node(node)
     addrs = K.here_link_addresses(underlay)
     if addrs is None:

@@ -200,7 +200,8 @@ def pod_ops(ops: Sequence, pods: Sequence[Pod]) -> list:
         if isinstance(op, Spawn):
             keep = op.owner in owners
         else:
-            keep = op.ns in nss or getattr(op, "ifname", None) in veths
+            # A WriteFile (a CNI conflist, the ingress nginx.conf) has no namespace: no pod's.
+            keep = getattr(op, "ns", None) in nss or getattr(op, "ifname", None) in veths
         if keep:
             out.append(op)
     return out

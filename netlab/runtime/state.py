@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.errors import NetlabError
+from ..core.lab import STATE_ROOT
 
-ROOT = Path(os.environ.get("NETLAB_STATE_DIR", "/run/netlab"))
+ROOT = Path(STATE_ROOT)
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Journal:
     links: list = field(default_factory=list)
     routes: list = field(default_factory=list)       # (dst, via, dev)
     sysctls: dict = field(default_factory=dict)      # key -> the value before netlab
+    # Pods wired through CNI: (node namespace, pod namespace, container id, ifname, conflist).
+    cni: list = field(default_factory=list)
     # What runs now when pods came and went (`scale`, `delete`): the last `live` line, the
     # deployments' current pods (see features.deployments); {} while the scenario's hold.
     live: dict = field(default_factory=dict)
@@ -110,6 +113,8 @@ class LabState:
                 j.links.append(words[0])
             elif kind == "route" and len(words) == 3:
                 j.routes.append((words[0], words[1], words[2]))
+            elif kind == "cni" and len(words) == 5:
+                j.cni.append(tuple(words))
             elif kind == "live" and rest:
                 try:
                     j.live = json.loads(rest)
@@ -118,6 +123,17 @@ class LabState:
             elif kind == "sysctl" and len(words) == 2:
                 j.sysctls.setdefault(words[0], words[1])   # the first is the value before netlab
         return j
+
+    def write(self, path: str, text: str) -> None:
+        """A file of the lab's own: only ever inside its state directory (removed with it)."""
+        target = os.path.realpath(path)
+        if not target.startswith(os.path.realpath(self.dir) + os.sep):
+            raise NetlabError(f"{path} is outside lab {self.lab}'s state directory {self.dir}")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = target + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
 
     def log_path(self, owner: str, name: str) -> str:
         return str(self.dir / "logs" / f"{owner}.{name}.log")

@@ -20,8 +20,4 @@ def __getattr__(name: str) -> Any:
         mod = importlib.import_module(f"{__name__}.{module}")
         if hasattr(mod, name):
             return getattr(mod, name)
-    from ..features import RULES
-    for derive in RULES.values():
-        if getattr(derive, "__name__", "") == name:
-            return derive
     raise AttributeError(f"module {__name__} has no attribute {name!r}")

@@ -61,6 +61,10 @@ def _judge_http(c: Check, out: HttpOut) -> Result:
     if c.nat is False and saw not in c.sees:
         sent = f"; the client sent from {out.local_ip}" if out.local_ip else ""
         on_way = [ns for ns, _, way in c.hops[1:] if way == "forward"] or [c.ns]
+        culprit = next((f for ns in on_way for f in [source_nat(ns, c.sees[0])] if f), "")
+        if culprit:
+            return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} "
+                                              f"(the client's own address){sent}: {culprit}")
         look = " or ".join(f"`ip netns exec {ns} nft list ruleset`" for ns in on_way)
         return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} (the "
                                           f"client's own address){sent}: something on the way "
@@ -68,6 +72,69 @@ def _judge_http(c: Check, out: HttpOut) -> Result:
     if c.nat is True and saw in c.sees:
         return Result(c, False, observed, f"no NAT: the server saw the client's own address {saw}")
     return Result(c, True, observed)
+
+
+_SNAT_CACHE: dict[tuple[str, str], str] = {}
+
+
+def source_nat(ns: str, client: str) -> str:
+    """The rule in `ns` that rewrites packets from `client`: a masquerade or snat rule whose chain
+    a rule matching `client` jumps to (iptables-nft's shape: the CNI bridge plugin's ipMasq), or
+    one that matches it itself; said with the table, the chain and the command to see it."""
+    key = (ns, client)
+    if key not in _SNAT_CACHE:
+        _SNAT_CACHE[key] = ""
+        try:
+            text = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"],
+                                  capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        _SNAT_CACHE[key] = find_source_nat(text, client, ns)
+    return _SNAT_CACHE[key]
+
+
+def find_source_nat(ruleset: str, client: str, ns: str) -> str:
+    """Pure part of source_nat, on `nft list ruleset` text."""
+    table, chain, chains = "", "", {}
+    for raw in ruleset.splitlines():
+        line = raw.strip()
+        if line.startswith("table "):
+            table = line.removesuffix("{").strip()
+        elif line.startswith("chain "):
+            chain = line.split()[1]
+            chains[(table, chain)] = []
+        elif line and line != "}" and chain and not line.startswith(("type ", "policy ")):
+            chains[(table, chain)].append(line)
+    nat = {k: r for k, rules in chains.items() for r in rules
+           if re.search(r"\b(masquerade|snat)\b", r)}
+
+    for (tbl, ch), rules in chains.items():
+        for rule in rules:
+            jump = re.search(r"\b(?:jump|goto) (\S+)", rule)
+            target = (tbl, jump.group(1)) if jump else None
+            if target in nat and client in rule:
+                return (f"`{_clean(rule)}` in {tbl}, chain {ch}, jumps to chain {target[1]}, "
+                        f"which does `{_clean(nat[target])}`: the source is rewritten in {ns} "
+                        f"(see `ip netns exec {ns} nft list ruleset`)")
+    for (tbl, ch), rule in nat.items():
+        if _saddr_matches(rule, client):
+            return (f"`{_clean(rule)}` in {tbl}, chain {ch}, rewrites the source in {ns} "
+                    f"(see `ip netns exec {ns} nft list ruleset`)")
+    return ""
+
+
+def _saddr_matches(rule: str, client: str) -> bool:
+    """Whether a rule's `ip saddr X` (an address or a prefix, perhaps negated) takes `client`."""
+    m = re.search(r"ip saddr (!= )?(\d+\.\d+\.\d+\.\d+(?:/\d+)?)", rule)
+    if not m:
+        return False
+    inside = ipaddress.IPv4Address(client) in ipaddress.IPv4Network(m.group(2), strict=False)
+    return inside != bool(m.group(1))
+
+
+def _clean(rule: str) -> str:
+    """A rule as one would write it: without its counters."""
+    return re.sub(r"\s*counter packets \d+ bytes \d+", "", rule).strip()
 
 
 def _judge_addrs(c: Check, addrs: list[str]) -> Result:
@@ -125,17 +192,19 @@ class _Routes:
         self.cache: dict[tuple[str, str], str] = {}
         self.lab = lab
         self.snap = None
-        self.traces: dict[tuple[str, str], str] = {}
+        self.traces: dict[tuple, str] = {}
 
-    def stopped(self, ns: str, address: str) -> str:
-        """Where `netlab trace` (the kernel's routes, links and neighbours) stops the packet."""
-        key = (ns, address)
+    def stopped(self, ns: str, address: str, port: Optional[int] = None,
+                proto: Optional[str] = None) -> str:
+        """Where `netlab trace` (the kernel's routes, links, neighbours and nft rules) stops the
+        packet: a ping, or TCP/UDP to `port` (so a rule that drops that port is named)."""
+        key = (ns, address, port, proto)
         if key not in self.traces:
             self.traces[key] = ""
             try:
                 from ..view import look
                 self.snap = self.snap or look.live_snapshot(self.lab)
-                t = look.live_trace(self.lab, ns, address, self.snap)
+                t = look.live_trace(self.lab, ns, address, self.snap, port=port, proto=proto)
                 if not t.arrived and t.reason:
                     self.traces[key] = t.reason
             except Exception:  # the trace only adds detail; the reason stands without it
@@ -164,8 +233,11 @@ class _Routes:
             if err:
                 return f"{err}" + (" on the way back" if way == "return" else "")
         hint = f" ({detail})" if detail and detail not in ("no reply", "no connection") else ""
+        # The request as the probe sent it; its answer (the way back) traced as a ping.
+        proto = {"http": "tcp", "udp": "udp"}.get(c.method)
         for ns, address, way in c.hops if self.lab is not None else ():
-            stop = self.stopped(ns, address) if ns else ""
+            port = c.port if proto and way != "return" else None
+            stop = self.stopped(ns, address, port, proto if port else None) if ns else ""
             if stop:
                 back = " on the way back" if way == "return" else ""
                 return (f"{c.src} got no answer from {c.target}{hint}: the packet stops{back}: "

@@ -98,8 +98,10 @@ def _place(lab: model.Lab, who: str, as_source: bool) -> tuple[str, str]:
     raise NetlabError(f"lab {lab.name} has no pod or node '{who}': {what}; use one of {known}")
 
 
-def trace(args: list[str]) -> tuple[model.Lab, T.Trace, dict[str, str]]:
-    """`[LAB] FROM TO` -> the Lab, the live trace, and labels of its namespaces."""
+def trace(args: list[str], port: Optional[int] = None,
+          proto: Optional[str] = None) -> tuple[model.Lab, T.Trace, dict[str, str]]:
+    """`[LAB] FROM TO` -> the Lab, the live trace, and labels of its namespaces. Without a
+    port the packet is a ping; with one, TCP (or `proto` "udp") to that port."""
     if len(args) == 3:
         lab_name, frm, to = args
     elif len(args) == 2:
@@ -112,18 +114,20 @@ def trace(args: list[str]) -> tuple[model.Lab, T.Trace, dict[str, str]]:
     if not dst_ip:
         raise NetlabError(f"'{to}' has no address to trace to (a container in none mode?)")
     names = {ns: f"{kind} {name}" for ns, (kind, name) in G.roles(lab).items()}
-    return lab, live_trace(lab, src_ns, dst_ip), names
+    return lab, live_trace(lab, src_ns, dst_ip, port=port, proto=proto), names
 
 
 def live_trace(lab: model.Lab, src_ns: str, dst_ip: str,
-               snap: Optional[snapshot.Snapshot] = None) -> T.Trace:
+               snap: Optional[snapshot.Snapshot] = None, port: Optional[int] = None,
+               proto: Optional[str] = None) -> T.Trace:
     """The path from a namespace of a lab that is up to an address, as the kernel routes it
-    (for `netlab trace`, and for verify to say where a failed probe's packet stopped; verify
-    passes one snapshot, `live_snapshot`, for all its traces)."""
+    and its nft rules rewrite or drop it (for `netlab trace`, and for verify to say where a
+    failed probe's packet stopped; verify passes one snapshot, `live_snapshot`, for all its
+    traces). A ping without `port`; TCP to `port`, or UDP with proto="udp"."""
     from ..runtime import kernel
     snap = snap or _live_snapshot(lab)
 
     def find(ns: snapshot.Namespace, dst: str) -> snapshot.Lookup:
         return T.from_route_get(ns, dst, kernel.route_get(ns.name, dst))
 
-    return T.walk(snap, src_ns, dst_ip, find, snapshot.of_plan(lab))
+    return T.walk(snap, src_ns, dst_ip, find, snapshot.of_plan(lab), port=port, proto=proto)

@@ -1,4 +1,4 @@
-"""A snapshot of a lab's network state: per namespace its links, addresses, routes, NAT rules.
+"""A snapshot of a lab's network state: per namespace its links, addresses, routes, nft rules.
 
 One structure for two sources, so the picture and the trace never depend on where it came from:
 `from_plan` simulates the plan's operations (pure: what `up` will build), and kernel.observe reads
@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 
 from ..core import ops as P
 from ..core.lab import Lab
+from .nft import Ruleset
 
 NAT_WORDS = re.compile(r"\b(masquerade|snat|dnat|redirect)\b")
 
@@ -28,6 +29,9 @@ class Iface:
     peer: Optional[tuple[str, str]] = None   # a veth's other end: (namespace, ifname)
     addrs: tuple[str, ...] = ()        # "10.244.1.1/24"
     vni: Optional[int] = None          # a vxlan device's VNI
+    # A bridge whose bridged IPv4 frames meet its namespace's nft hooks (bridge netfilter: the
+    # namespace's net.bridge.bridge-nf-call-iptables, or the bridge's own nf_call_iptables).
+    nf_call: bool = field(default=False, compare=False)
 
     @property
     def ips(self) -> tuple[str, ...]:
@@ -61,6 +65,9 @@ class Namespace:
     routes: tuple[Route, ...] = ()
     forwarding: bool = False
     nat: tuple[str, ...] = ()          # nft rules that rewrite addresses, "chain NAME: rule"
+    # The namespace's whole ruleset, evaluated by trace (view/nft.py): read from the kernel;
+    # None in a plan's snapshot (its rulesets are text, not evaluated) or when nft is missing.
+    nft: Optional[Ruleset] = field(default=None, compare=False, repr=False)
 
     def iface(self, name: Optional[str]) -> Optional[Iface]:
         return next((i for i in self.ifaces if i.name == name), None)
@@ -181,6 +188,17 @@ def from_plan(lab: Lab, ops: Iterable[P.Op]) -> Snapshot:
                 ns(op.ns).forwarding = op.value == "1"
         elif isinstance(op, P.Spawn):
             pass
+        elif isinstance(op, P.CniAdd):
+            # What the plugin chain will make: the pod's eth0 with its address and default route,
+            # its peer on the node's cni0 (a name the plugin chooses: shown by the pod's).
+            peer = f"veth@{op.owner}"
+            ns(op.ns).ifaces[op.ifname] = Iface(op.ifname, "veth", up=True, peer=(op.node_ns, peer),
+                                                addrs=(op.address,))
+            ns(op.node_ns).ifaces[peer] = Iface(peer, "veth", up=True, master="cni0",
+                                                peer=(op.ns, op.ifname))
+            net = ipaddress.IPv4Network(op.address, strict=False)
+            ns(op.ns).routes.append(Route(str(net), None, op.ifname, src=op.address.split("/")[0]))
+            ns(op.ns).routes.append(Route("default", op.gateway, op.ifname))
         elif all(hasattr(op, a) for a in ("ns", "dst", "via", "dev")):
             dst = "default" if op.dst in ("default", "0.0.0.0/0") else op.dst
             ns(op.ns).routes.append(Route(dst, op.via, op.dev))

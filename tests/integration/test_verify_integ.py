@@ -15,7 +15,10 @@ from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name, l
 
 pytestmark = requires_root
 
-SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml"))     # scenarios/ is netlab/scenarios
+# The scenarios that break a rule on purpose have tests of their own (cni-ipmasq: test_cni_lab).
+BROKEN_ON_PURPOSE = {"cni-ipmasq.yaml"}
+SHIPPED = sorted(p.name for p in SCENARIOS.glob("*.yaml")      # scenarios/ is netlab/scenarios
+                 if p.name not in BROKEN_ON_PURPOSE)
 
 
 lab = lab_fixture("ig")

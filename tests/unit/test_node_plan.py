@@ -45,7 +45,8 @@ def test_named_namespaces_still_render_with_n():
 def test_on_vxlan_a_node_reaches_other_nodes_pods_from_flannel_1():
     from netlab import verify as V
     lab = _lab("vxlan")
-    checks = [c for c in V.rule_node_to_pod(lab) if c.method == "http" and c.src == "node1"]
+    from netlab.features.pods import rule_node_to_pod
+    checks = [c for c in rule_node_to_pod(lab) if c.method == "http" and c.src == "node1"]
     seen = {c.dst: c.sees[0] for c in checks}
     assert seen["web"] == "10.244.1.1"       # its own pod: from cni0
     assert seen["api"] == "10.244.1.0"       # another node's pod: from flannel.1 (vtep /32)
