@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..core.lab import Lab, Pod
 from ..verify.checks import REACHABLE, UNREACHABLE, Check
 from . import kubeproxy
-from .services import Service, ServicePort, endpoints
+from .svcmodel import Service, ServicePort, endpoints
 from .svcprobe import Probe, SvcOut, judge, parse_client  # noqa: F401  (the method's probe)
 
 METHOD = "svc"

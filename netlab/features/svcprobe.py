@@ -12,16 +12,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from ..verify.checks import HTTP_CONNECT_TIMEOUT, Check
 from ..verify.report import Result
 from . import kubeproxy
-from .services import BRIDGE_NF
+from .svcmodel import BRIDGE_NF
 
-if TYPE_CHECKING:    # svcchecks imports this module
-    from .svcchecks import Ep
-
+# Ep (in annotations only) is svcchecks.py's, which imports this module.
 CLIENT = str(Path(__file__).parent.parent / "svcclient.py")
 # Each try's connect / answer timeout: a lab answers in microseconds, but a busy machine may stall
 # a probe for a while (verify's HTTP connect timeout); only a lost try pays it.
@@ -52,9 +50,10 @@ class Probe:
     nsenter: the pool's threads never change namespace)."""
 
     def run(self, c: Check) -> SvcOut:
-        from ..verify.probes import launch
         mode, proto, tries, eps = c.data[:4]
-        argv = launch(c.ns) + [sys.executable, "-I", "-S", CLIENT, proto, c.target, str(c.port),
+        # As verify's own probes enter a namespace (verify.probes.launch), without importing the
+        # runtime layer into a feature.
+        argv = ["nsenter", f"--net=/run/netns/{c.ns}", "--"] + [sys.executable, "-I", "-S", CLIENT, proto, c.target, str(c.port),
                                c.path, str(tries), "--timeout", str(TIMEOUT)]
         if mode in ("any", "clientip", "one", "self"):
             argv += ["--retries", str(RETRIES)]     # a lost try here fails the check
