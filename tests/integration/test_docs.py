@@ -42,9 +42,11 @@ DOCS = [
     "docs/reliability.md",
     "docs/cni.md",
     "docs/architecture.md",
+    "docs/services.md",
 ]
 # Every lab and hand-made namespace the docs create: checked absent before a doc, and after it.
-LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq"]
+LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq",
+        "services"]
 HAND_MADE = ["red", "blue"]
 LOCK = "/run/netlab-docs-tests.lock"
 COMMAND_TIMEOUT = 120
