@@ -35,6 +35,17 @@ rm -f "$log"
 if command -v systemctl >/dev/null && systemctl is-enabled nginx >/dev/null 2>&1; then
   systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
+# Services: bridged pod traffic must pass netfilter (a pod calling a Service whose endpoint is on
+# its own node), which needs br_netfilter. On stock Debian it is a module that is not loaded: load
+# it now and at every boot, as Kubernetes' install guide does. This is a documented host change:
+# it only makes the per-namespace switch /proc/sys/net/bridge/bridge-nf-call-iptables exist;
+# netlab sets it inside the lab's node namespaces, never in the root one.
+if [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+  modprobe br_netfilter || echo "setup.sh: modprobe br_netfilter failed: Services need it" >&2
+fi
+if [ -d /lib/modules/"$(uname -r)" ] && modinfo br_netfilter >/dev/null 2>&1; then
+  echo br_netfilter > /etc/modules-load.d/netlab-br_netfilter.conf
+fi
 ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
 # The CNI plugin, for a learner to run by hand (`ip netns exec <node> netlab-cni`); netlab itself
 # finds it next to the venv's python (CNI_PATH /usr/lib/cni:$venv/bin).

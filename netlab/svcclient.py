@@ -2,10 +2,12 @@
 IP) several times, each time on a new connection (so kube-proxy chooses an endpoint anew), and
 prints one line per try: `ok<TAB>answer` or `err<TAB>refused|timeout|unreachable|reset|...`.
 
-    python3 svcclient.py tcp 10.96.0.50 80 /hostname 20 [--want a,b,c] [--timeout 1]
+    python3 svcclient.py tcp 10.96.0.50 80 /hostname 20 [--want a,b,c] [--timeout 2] [--retries 2]
     python3 svcclient.py udp 10.96.0.50 53 hostname 5
 
 Run inside a namespace by verify (nsenter). --want stops as soon as every named answer came.
+--retries asks again (a new connection) after a timeout before counting the try as lost: on a
+busy machine a server may be starved for a while, while a broken path times out every time.
 Standard library only, started with -I -S like netexec.
 """
 
@@ -53,7 +55,7 @@ def ask_udp(host: str, port: int, what: str, timeout: float) -> str:
 
 def main(argv: list[str]) -> int:
     proto, host, port, path, tries = argv[:5]
-    want, timeout = set(), 1.0
+    want, timeout, retries = set(), 2.0, 0
     rest = argv[5:]
     while rest:
         flag, value, rest = rest[0], rest[1], rest[2:]
@@ -61,15 +63,21 @@ def main(argv: list[str]) -> int:
             want = set(value.split(","))
         elif flag == "--timeout":
             timeout = float(value)
+        elif flag == "--retries":
+            retries = int(value)
     seen = set()
     ask = ask_tcp if proto == "tcp" else ask_udp
     for _ in range(int(tries)):
-        try:
-            answer = ask(host, int(port), path, timeout)
-            print(f"ok\t{answer}", flush=True)
-            seen.add(answer.rsplit(":", 1)[0] if path.endswith("clientip") else answer)
-        except OSError as e:
-            print(f"err\t{_kind(e)}", flush=True)
+        for attempt in range(retries + 1):
+            try:
+                answer = ask(host, int(port), path, timeout)
+                print(f"ok\t{answer}", flush=True)
+                seen.add(answer.rsplit(":", 1)[0] if path.endswith("clientip") else answer)
+                break
+            except OSError as e:
+                if _kind(e) != "timeout" or attempt == retries:
+                    print(f"err\t{_kind(e)}", flush=True)
+                    break
         if want and want <= seen:
             break
     return 0

@@ -267,7 +267,9 @@ def delete(words: List[str] = typer.Argument(..., metavar="[LAB] pod/NAME")) -> 
         raise NetlabError(f"{what!r}: write pod/NAME")
     from ..runtime import scale as R
     r = R.delete_pod(name, pod)
-    out.print(f'pod "{pod}" deleted' + (f"; replaced by {', '.join(r.added)}" if r.added else ""))
+    out.print(f'pod "{pod}" deleted' + (f"; replaced by {', '.join(r.added)}" if r.added else "")
+              + (f"; {r.conntrack_deleted} stale UDP conntrack entries deleted"
+                 if r.conntrack_deleted else ""))
 
 
 def target_of(lab: Lab, what: str, remote: int):

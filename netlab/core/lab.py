@@ -88,6 +88,7 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     deployment: str = ""
 
+
 @dataclass(frozen=True)
 class Lab:
     name: str

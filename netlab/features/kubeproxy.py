@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
-if TYPE_CHECKING:   # services.py imports this module: names for the annotations only
-    from .services import Endpoint, Service, ServicePort
+# Service, ServicePort and Endpoint (in annotations only) are services.py's, which imports this
+# module: no import back.
 
 TABLE = "kube-proxy"
 MASQ_MARK = "0x4000"      # kube-proxy's --masquerade-bit 14

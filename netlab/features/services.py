@@ -28,13 +28,15 @@ from ..core.feature import Feature, Needs, NotOnHost
 from ..core.lab import Lab, Pod
 from ..core.ops import DevRouteAdd, HairpinOn, NftApply, RouteAdd, Sysctl
 from ..core.schema import Build, Spec, check_cidr, name_field
-from . import kubeproxy
+from . import kubeproxy, svcchecks
+# The model, here too for the feature's users (scale, the CLI, ingress).
+from .svcmodel import AFFINITY_TIMEOUT, BRIDGE_NF, Endpoint, KubeProxy, Service, \
+    ServicePort, endpoints, matches  # noqa: F401
 
 SERVICE_CIDR = "10.96.0.0/12"       # kubeadm's default --service-cluster-ip-range
 NODE_PORT_RANGE = (30000, 32767)    # kube-apiserver's default --service-node-port-range
 RESERVED_OFFSETS = (1, 10)          # 10.96.0.1: the API Service; 10.96.0.10: kube-dns
-AFFINITY_TIMEOUT = 10800            # Kubernetes' default ClientIP affinity: 3 hours
-BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+BRIDGE_NF_PATH = "/proc/sys/net/bridge/bridge-nf-call-iptables"   # absent: br_netfilter not loaded
 
 
 class ServicePortSpec(Spec):
@@ -73,92 +75,6 @@ class KubeProxySpec(Spec):
     masqueradeAll: bool = False
 
 
-@dataclass(frozen=True)
-class ServicePort:
-    name: str
-    port: int
-    target_port: Union[int, str]        # a number, or a container port's name
-    protocol: str                       # TCP | UDP
-    node_port: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    namespace: str
-    type: str                                   # ClusterIP | NodePort | LoadBalancer
-    cluster_ip: Optional[str]                   # None: headless
-    selector: tuple[tuple[str, str], ...]
-    ports: tuple[ServicePort, ...]
-    external_traffic_policy: str = "Cluster"
-    session_affinity: str = "None"
-    affinity_timeout: int = AFFINITY_TIMEOUT
-    load_balancer_ip: Optional[str] = None
-    announced_by: str = ""                      # the node the LB IP's route goes to
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def headless(self) -> bool:
-        return self.cluster_ip is None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One ready address:port behind one port of a Service (an EndpointSlice endpoint)."""
-    ip: str
-    port: int
-    pod: str
-    node: str
-    ready: bool = True
-    port_name: str = ""
-
-    @property
-    def address(self) -> str:
-        return f"{self.ip}:{self.port}"
-
-
-@dataclass(frozen=True)
-class KubeProxy:
-    """The lab's kube-proxy settings: the ranges it works with."""
-    service_cidr: str
-    cluster_cidr: str                 # the pod CIDR: kube-proxy's --cluster-cidr
-    masquerade_all: bool
-    pool: Optional[str]
-
-
-# ---------------------------------------------------------------- endpoints
-
-
-def matches(selector, labels) -> bool:
-    sel, have = dict(selector), dict(labels)
-    return bool(sel) and all(have.get(k) == v for k, v in sel.items())
-
-
-def _target(port: ServicePort, pod: Pod) -> Optional[int]:
-    if isinstance(port.target_port, int):
-        return port.target_port
-    for pp in pod.ports:
-        if pp.name == port.target_port and pp.protocol == port.protocol:
-            return pp.port
-    return None     # this pod has no such named port: not an endpoint (as in Kubernetes)
-
-
-def endpoints(svc: Service, pods: Sequence[Pod]) -> tuple[Endpoint, ...]:
-    """The endpoints of every port of `svc`: the pods of its namespace whose labels contain its
-    selector, at the port its targetPort names. Sorted by port, then by IP."""
-    chosen = sorted((p for p in pods if p.namespace == svc.namespace
-                     and matches(svc.selector, p.labels)),
-                    key=lambda p: ipaddress.ip_address(p.ip))
-    out = []
-    for port in svc.ports:
-        for pod in chosen:
-            target = _target(port, pod)
-            if target is not None:
-                out.append(Endpoint(pod.ip, target, pod.name, pod.node, True, port.name))
-    return tuple(out)
 
 
 def all_endpoints(lab: Lab) -> dict[str, tuple[Endpoint, ...]]:
@@ -236,11 +152,9 @@ class Services(Feature):
         return []
 
     def rules(self) -> dict:
-        from . import svcchecks
         return svcchecks.RULES
 
     def probes(self) -> dict:
-        from . import svcchecks
         return {svcchecks.METHOD: svcchecks.Probe()}
 
     def needs(self, lab: Lab) -> Needs:
@@ -296,7 +210,7 @@ def bridge_netfilter_problem() -> str:
     /proc/sys/net/bridge, and a pod calling a Service whose endpoint is on its own node never
     gets the reply un-DNAT'd."""
     import os
-    if os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables"):
+    if os.path.exists(BRIDGE_NF_PATH):
         return ""
     return ("bridge netfilter is missing (no /proc/sys/net/bridge: the br_netfilter module is not "
             "loaded): a pod calling a Service whose endpoint sits on its own node would lose the "

@@ -8,7 +8,8 @@ a new pod's namespace is recorded before it is made (the same transaction code a
 
 One change, in order, as Kubernetes does it:
 1. new pods: their namespaces, veths, addresses and processes (lifecycle.transaction; a failure
-   removes the new pods only);
+   removes the new pods only), then a bounded wait until their servers listen (kube-proxy takes
+   only ready pods as endpoints);
 2. every feature's rules for the new pods (`Feature.reload`: kube-proxy's tables with the new
    endpoints, NetworkPolicy's tables), one `nft -f` transaction per node and table;
 3. removed pods: their processes stopped, their namespaces removed (`forget` in the journal);
@@ -29,7 +30,7 @@ from typing import Callable, Sequence
 from .. import model, plan
 from ..core.errors import NetlabError
 from ..core.lab import Lab, Pod
-from ..core.ops import NetnsAdd, NftApply, Spawn
+from ..core.ops import NftApply, Spawn
 from ..features import FEATURES
 from ..features import deployments as D
 from ..features import kubeproxy, services
@@ -38,6 +39,7 @@ from . import dnsserver, lifecycle, running, workloads
 from .state import LabState
 
 LOCK_WAIT = 60.0
+READY_WAIT = 5.0     # seconds a new pod's server gets to listen before it becomes an endpoint
 
 
 @dataclass
@@ -137,14 +139,22 @@ def _change(name: str, edit: Callable[[Lab, dict], None],
         live["born"] = {k: v for k, v in live["born"].items() if k in after}
         live["born"].update((p.name, time.time()) for p in added)
         ops = pod_ops(plan.build(new), added)
-        for feature in FEATURES:     # kube-proxy's tables, NetworkPolicy's, ... for the new pods
-            ops += feature.reload(new)
+        # kube-proxy's tables, NetworkPolicy's, ... for the new pods (Feature.reload)
+        rules = [op for feature in FEATURES for op in feature.reload(new)]
 
         def rollback(st: LabState) -> None:
             remove_pods(st, added)
         state.reopen()
+        # A scale killed half way left a new pod's namespace (recorded, marked ours): remove it.
+        remove_pods(state, [p for p in added if K.netns_exists(p.ns) and K.mark(p.ns) == name])
         lifecycle.transaction(state, ops, f"the new pods of lab {name}", lifecycle._apply,
                               rollback, make_kernel)
+        # Like kube-proxy, which takes only ready pods as endpoints: a new pod's servers listen
+        # before the rules send it traffic (bounded; a pod that never listens is verify's to name).
+        wait_listening(state, added)
+        state.reopen()
+        lifecycle.transaction(state, rules, f"the kube-proxy rules of lab {name}",
+                              lifecycle._apply, rollback, make_kernel)
         state.reopen()
         try:
             remove_pods(state, removed)
@@ -154,6 +164,31 @@ def _change(name: str, edit: Callable[[Lab, dict], None],
         finally:
             state.close()
         return ScaleResult(new, [p.name for p in added], [p.name for p in removed], deleted)
+
+
+def _bound(pid: int, table: str, port: int, state: str) -> bool:
+    """Whether the namespace of `pid` has a socket on `port` in this state (/proc/PID/net/...)."""
+    want = f":{port:04X}"
+    try:
+        with open(f"/proc/{pid}/net/{table}") as f:
+            return any(len(w) > 3 and w[3] == state and w[1].endswith(want)
+                       for w in (line.split() for line in f))
+    except OSError:
+        return False
+
+
+def wait_listening(state: LabState, pods: Sequence[Pod], timeout: float = READY_WAIT) -> None:
+    """Wait (bounded) until each new pod's declared TCP ports listen and UDP ports are bound."""
+    pids = {what.split("/", 1)[0]: pid for pid, what in state.journal().pids.items()}
+    waiting = [(pids[p.name], table, port.port, st) for p in pods if p.name in pids
+               for port in p.ports
+               for table, st in ((("tcp", "0A"),) if port.protocol == "TCP" else (("udp", "07"),))]
+    waiting += [(pids[p.name], "tcp", c.port, "0A") for p in pods if p.name in pids
+                for c in p.containers if c.port]
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        waiting = [w for w in waiting if not _bound(*w)]
+        time.sleep(0.01)
 
 
 def pod_ops(ops: Sequence, pods: Sequence[Pod]) -> list:

@@ -45,10 +45,11 @@ DOCS = [
     "docs/architecture.md",
     "docs/ingress.md",
     "docs/netpol.md",
+    "docs/services.md",
 ]
 # Every lab and hand-made namespace the docs create: checked absent before a doc, and after it.
 LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq", "ingress",
-        "dns", "netpol"]
+        "dns", "netpol", "services"]
 HAND_MADE = ["red", "blue"]
 LOCK = "/run/netlab-docs-tests.lock"
 COMMAND_TIMEOUT = 120

@@ -52,6 +52,8 @@ def web_pods(name: str) -> dict[str, str]:
 def test_services_scenario_verifies_and_leaves_the_root_namespace_alone(lab):
     before = root_snapshot()
     up(lab)
+    netlab("scale", lab, "deployment/web", "--replicas", "4")
+    netlab("scale", lab, "deployment/web", "--replicas", "3")
     during = root_snapshot()
     code, results = svc_report(lab)
     assert code == 0, [(r["rule"], r["from"], r["to"], r["reason"]) for r in failures(results)]
@@ -99,7 +101,7 @@ def test_masquerade_removed_is_named(lab):
     bad = failures(results)
     assert code == 1
     assert any(r["rule"] == "svc-cluster-snat" and r["to"].startswith("node1:") and
-               "masquerade missing" in r["reason"] for r in bad), bad
+               "masquerade missing" in r["reason"] for r in bad), [(r["to"], r["reason"]) for r in bad]
     # node2's masquerade is whole: its NodePort still SNATs.
     assert all(r["ok"] for r in results if r["rule"] == "svc-cluster-snat"
                and r["to"].startswith("node2:"))
@@ -205,3 +207,70 @@ def test_port_forward_reaches_a_service_and_a_pod_from_loopback(lab):
         s.settimeout(1)
         assert s.connect_ex(("127.0.0.1", port)) != 0
     time.sleep(0)
+
+
+def test_masquerade_all_lives_without_bridge_netfilter(lab, tmp_path):
+    text = (ROOT / "scenarios" / "services.yaml").read_text().replace(
+        "outside: true", "outside: true\nkubeProxy: {masqueradeAll: true}")
+    path = tmp_path / "masq.yaml"
+    path.write_text(text)
+    netlab("up", str(path), "--name", lab)
+    for node in ("node1", "node2"):
+        assert in_ns(f"{lab}-{node}", "sysctl", "-qw",
+                     "net.bridge.bridge-nf-call-iptables=0").returncode == 0
+    code, results = svc_report(lab, "svc-endpoints", "svc-pod-clusterip")
+    assert code == 0, failures(results)
+    # The price: the endpoint sees the node's cni0 address, not the client pod's.
+    seen = in_ns(f"{lab}-client", "curl", "-s", "http://10.96.0.50/clientip").stdout
+    assert seen.split(":")[0] in ("10.244.1.1", "192.168.1.11")
+
+
+CRASH = """
+import os, sys
+from netlab.core.ops import NetnsAdd
+from netlab.runtime import lifecycle, scale
+real = lifecycle._apply
+def apply(kern, state, op):
+    real(kern, state, op)
+    if isinstance(op, NetnsAdd):
+        os._exit(9)          # killed right after making a new pod's namespace
+lifecycle._apply = apply
+scale.scale(sys.argv[1], "web", 5)
+"""
+
+
+def test_a_scale_killed_half_way_leaves_nothing_after_down(lab):
+    up(lab)
+    before = set(web_pods(lab))
+    r = subprocess.run([sys.executable, "-c", CRASH, lab], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 9, r.stderr
+    made = [ns for ns in os.listdir("/run/netns") if ns.startswith(f"{lab}-web-")
+            and ns[len(lab) + 1:] not in before]
+    assert made                                 # the new pod's namespace exists ...
+    assert set(web_pods(lab)) == before         # ... but the lab's pods are those of before
+    netlab("scale", lab, "deployment/web", "--replicas", "5")     # and scale works again
+    assert len(web_pods(lab)) == 5
+    code, results = svc_report(lab, "svc-endpoints")
+    assert code == 0, failures(results)
+    netlab("down", lab)
+    assert leftovers(lab) == []
+
+
+def test_deleting_a_udp_endpoint_flushes_its_stale_conntrack_entry(lab):
+    """A UDP 'connection' is a conntrack entry that outlives the rules: the same client port keeps
+    going to the old endpoint until kube-proxy deletes the entry (conntrack -D), as delete does."""
+    up(lab)
+
+    def ask() -> str:
+        r = subprocess.run(["ip", "netns", "exec", f"{lab}-client", "socat", "-t1", "-T2", "-",
+                            "UDP:10.96.0.50:53,sourceport=40053"], input="hostname\n",
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout.strip()
+    first = ask()
+    assert first in web_pods(lab)
+    assert ask() == first           # the same source port: the same conntrack entry, same pod
+    out = netlab("delete", lab, f"pod/{first}").stdout
+    assert "stale UDP conntrack entries deleted" in out, out
+    second = ask()
+    assert second in web_pods(lab) and second != first

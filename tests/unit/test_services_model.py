@@ -93,13 +93,23 @@ def test_masquerade_all_needs_no_bridge_netfilter():
     assert not svcchecks.rule_clientip(l)
 
 
-def test_preflight_names_a_missing_br_netfilter(monkeypatch):
-    import os
-    monkeypatch.setattr(os.path, "exists", lambda p: False)
+def test_preflight_names_a_missing_br_netfilter(monkeypatch, tmp_path):
+    """A stock Debian host: br_netfilter is a module not loaded, /proc/sys/net/bridge is absent."""
+    from netlab.core.errors import NetlabError
+    from netlab.runtime import preflight
+    monkeypatch.setattr(services, "BRIDGE_NF_PATH", str(tmp_path / "absent"))
     problem = services.bridge_netfilter_problem()
     assert "modprobe br_netfilter" in problem and "masqueradeAll" in problem
     assert "its own node would lose the replies" in problem
-    monkeypatch.undo()
+    with pytest.raises(NetlabError, match="br_netfilter module is not loaded"):
+        preflight.check(lab())
+    monkeypatch.setattr(services, "BRIDGE_NF_PATH", str(tmp_path))
+    assert services.bridge_netfilter_problem() == ""
+
+
+def test_svcclient_lines_parse():
+    out = svcchecks.parse_client("ok\tweb-a\nerr\trefused\nok\tweb-b\n")
+    assert out.answers == ["web-a", "", "web-b"] and out.errors == ["", "refused", ""]
 
 
 def test_live_pods_override_the_scenario_and_new_pods_get_new_addresses():
@@ -192,3 +202,14 @@ def test_selector_in_another_namespace_matches_nothing(bad, expect):
     with pytest.raises(model.ScenarioError) as e:
         lab(text)
     assert expect in str(e.value)
+
+
+def test_chain_bodies_from_nft_list_output_also_when_flushed():
+    from netlab.features.svcprobe import _chain
+    table = ("table ip kube-proxy {\n\tchain masquerading {\n\t}\n\n"
+             "\tchain mark-for-masquerade {\n\t\tmeta mark set meta mark | 0x00004000\n\t}\n"
+             "\tchain endpoint-X {\n\t\tupdate @affinity-X { ip saddr }\n"
+             "\t\tmeta l4proto tcp dnat to 10.244.1.3:8080\n\t}\n}\n")
+    assert _chain(table, "masquerading") == ""
+    assert "dnat to 10.244.1.3:8080" in _chain(table, "endpoint-X")
+    assert _chain(table, "endpoint-Y") is None

@@ -1,0 +1,255 @@
+"""The Services' own check method, "svc": its probe (netlab/svcclient.py run inside the check's
+namespace: several tries, each on a new connection) and its judge, which compares the answers with
+the endpoints the model says and, for a failure, says why from what the node that DNATs holds:
+its kube-proxy table, the endpoint's chain and dnat rule, the masquerade rule, bridge netfilter,
+and whether the endpoint's server listens at all. The rules that make these checks: svcchecks.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..verify.checks import HTTP_CONNECT_TIMEOUT, Check
+from ..verify.report import Result
+from . import kubeproxy
+from .svcmodel import BRIDGE_NF
+
+# Ep (in annotations only) is svcchecks.py's, which imports this module.
+CLIENT = str(Path(__file__).parent.parent / "svcclient.py")
+# Each try's connect / answer timeout: a lab answers in microseconds, but a busy machine may stall
+# a probe for a while (verify's HTTP connect timeout); only a lost try pays it.
+TIMEOUT = HTTP_CONNECT_TIMEOUT
+RETRIES = 2            # asks again after a timeout, where one lost try would fail the check
+
+
+# ---------------------------------------------------------------- probing and judging
+
+
+@dataclass
+class SvcOut:
+    answers: list[str]          # one per try: the answer, or "" for an error
+    errors: list[str]           # one per try: "" for an answer, else refused/timeout/...
+
+
+def parse_client(text: str) -> SvcOut:
+    out = SvcOut([], [])
+    for line in text.splitlines():
+        kind, _, rest = line.partition("\t")
+        out.answers.append(rest if kind == "ok" else "")
+        out.errors.append("" if kind == "ok" else rest or "error")
+    return out
+
+
+class Probe:
+    """The "svc" method: run svcclient.py inside the check's namespace (a subprocess through
+    nsenter: the pool's threads never change namespace)."""
+
+    def run(self, c: Check) -> SvcOut:
+        mode, proto, tries, eps = c.data[:4]
+        # As verify's own probes enter a namespace (verify.probes.launch), without importing the
+        # runtime layer into a feature.
+        argv = ["nsenter", f"--net=/run/netns/{c.ns}", "--"] + [sys.executable, "-I", "-S", CLIENT, proto, c.target, str(c.port),
+                               c.path, str(tries), "--timeout", str(TIMEOUT)]
+        if mode in ("any", "clientip", "one", "self"):
+            argv += ["--retries", str(RETRIES)]     # a lost try here fails the check
+        if mode == "all":
+            argv += ["--want", ",".join(e.pod for e in eps)]
+        elif mode == "self":
+            argv += ["--want", c.src]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True,
+                                  timeout=30 + tries * TIMEOUT * (RETRIES + 2))
+        except subprocess.TimeoutExpired:
+            return SvcOut([""], ["probe timed out"])
+        out = parse_client(proc.stdout)
+        if not out.answers:
+            out.errors = [f"client failed: {proc.stderr.strip()[-200:]}"]
+            out.answers = [""]
+        return out
+
+    def judge(self, c: Check, out: SvcOut) -> Result:
+        return judge(c, out)
+
+
+def _summary(out: SvcOut) -> str:
+    counts: dict[str, int] = {}
+    for a, e in zip(out.answers, out.errors):
+        key = a if not e else f"<{e}>"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} x{v}" if v > 1 else k for k, v in counts.items())
+
+
+def judge(c: Check, out: SvcOut) -> Result:
+    mode, eps = c.data[0], c.data[3]
+    names = {e.pod for e in eps}
+    got = [a for a in out.answers if a]
+    errors = [e for e in out.errors if e]
+    observed = _summary(out)
+    if mode == "refuse":
+        bad = [e for e in out.errors if e != "refused"]
+        if not bad:
+            return Result(c, True, observed)
+        if got:
+            return Result(c, False, observed, f"{got[0]} answered at {c.target}:{c.port}, but the "
+                                              f"Service has no endpoints: it must refuse")
+        return Result(c, False, observed, f"{c.target}:{c.port} gave {bad[0]}, not connection "
+                                          f"refused: the no-endpoints reject is missing "
+                                          f"({_table_problem(c) or 'look at `ip netns exec ' + c.data[4] + ' nft list map ip kube-proxy no-endpoint-services`'})")
+    if mode == "none":
+        if not got:
+            return Result(c, True, observed)
+        return Result(c, False, observed, f"{got[0]} answered {c.src} at {c.target}:{c.port}, "
+                                          f"but the check expects no answer")
+    if mode == "clientip":
+        saw = {a.rsplit(":", 1)[0] for a in got}
+        if errors:
+            return Result(c, False, observed, _why_lost(c, out, eps))
+        wrong = sorted(saw - set(c.sees))
+        if wrong:
+            if c.rule == "svc-cluster-snat":
+                reason = (f"the endpoint saw {wrong[0]}, not an address of the node that "
+                          f"received it ({', '.join(c.sees)}): " +
+                          (_masq_problem(c) or "nothing masquerades it on the way"))
+            else:
+                reason = (f"the endpoint saw {wrong[0]}, expected {c.sees[0]} (the client's own "
+                          f"address): something masquerades it ({c.data[4]}'s table ip "
+                          f"kube-proxy marks it for masquerade)")
+            return Result(c, False, observed, reason)
+        return Result(c, True, observed)
+    strangers = sorted(set(got) - names)
+    if strangers:
+        return Result(c, False, observed, f"{strangers[0]} answered but is not an endpoint of "
+                                          f"{c.dst} here ({', '.join(sorted(names))})")
+    if mode == "any":
+        if errors:
+            return Result(c, False, observed, _why_lost(c, out, eps))
+        return Result(c, True, observed)
+    if mode == "all":
+        missing = [e for e in eps if e.pod not in got]
+        if not missing:
+            return Result(c, True, observed)
+        return Result(c, False, observed, f"endpoint {missing[0].pod} ({missing[0].ip}:"
+                                          f"{missing[0].port}) never answered in {len(out.answers)}"
+                                          f" tries: {_why_endpoint(c, missing[0])}")
+    if mode == "one":
+        if errors:
+            return Result(c, False, observed, _why_lost(c, out, eps))
+        if len(set(got)) == 1:
+            return Result(c, True, observed)
+        return Result(c, False, observed, f"{len(set(got))} endpoints answered over "
+                                          f"{len(got)} tries: ClientIP affinity does not hold "
+                                          f"(the affinity sets of {c.data[4]}'s kube-proxy table)")
+    if mode == "self":
+        if c.src in got and not errors:
+            return Result(c, True, observed)
+        e = next(e for e in eps if e.pod == c.src)
+        return Result(c, False, observed, f"{c.src} never reached itself through {c.target}:"
+                                          f"{c.port} in {len(out.answers)} tries: "
+                                          f"{_why_endpoint(c, e, hairpin=True)}")
+    return Result(c, False, observed, f"unknown mode {mode}")
+
+
+# ---------------------------------------------------------------- why, from the kernel
+
+
+def _run(ns: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                          timeout=10)
+
+
+def _table(ns: str) -> Optional[str]:
+    r = _run(ns, "nft", "list", "table", "ip", kubeproxy.TABLE)
+    return r.stdout if r.returncode == 0 else None
+
+
+def _table_problem(c: Check) -> str:
+    if _table(c.data[4]) is None:
+        return f"node namespace {c.data[4]} has no table ip kube-proxy"
+    return ""
+
+
+def _chain(table: str, name: str) -> Optional[str]:
+    """The rules of one chain in `nft list table` output (chains end with a tab and a brace)."""
+    head = f"\tchain {name} {{\n"
+    if head not in table:
+        return None
+    # An empty (flushed) chain's closing brace follows its head at once.
+    return ("\n" + table.split(head, 1)[1]).split("\n\t}", 1)[0]
+
+
+def _masq_problem(c: Check) -> str:
+    table = _table(c.data[4])
+    if table is None:
+        return _table_problem(c)
+    if "masquerade" not in (_chain(table, "masquerading") or ""):
+        return (f"masquerade missing: chain masquerading of {c.data[4]}'s table ip kube-proxy "
+                f"has no masquerade rule")
+    return ""
+
+
+def _listens(e: Ep, proto: str) -> bool:
+    r = _run(e.ns, "ss", "-Hln" + ("u" if proto == "udp" else "t"), f"sport = :{e.port}")
+    return r.returncode == 0 and bool(r.stdout.strip())
+
+
+def _bridge_nf(node_ns: str) -> tuple[str, str]:
+    sysctl = _run(node_ns, "sysctl", "-n", BRIDGE_NF).stdout.strip() or "absent"
+    try:
+        info = json.loads(subprocess.run(["ip", "-j", "-d", "-n", node_ns, "link", "show",
+                                          "cni0"], capture_output=True, text=True,
+                                         timeout=10).stdout or "[]")
+        opt = str(info[0]["linkinfo"]["info_data"].get("nf_call_iptables", "?"))
+    except (ValueError, LookupError):
+        opt = "?"
+    return sysctl, opt
+
+
+def _why_endpoint(c: Check, e: Ep, hairpin: bool = False) -> str:
+    """Why endpoint `e` did not answer through the node that DNATs (c.data[4])."""
+    proto, node_ns = c.data[1], c.data[4]
+    if not _listens(e, proto):
+        return (f"nothing listens on {proto.upper()} port {e.port} in {e.ns}: the endpoint's "
+                f"server is not running")
+    table = _table(node_ns)
+    if table is None:
+        return f"node namespace {node_ns} has no table ip kube-proxy"
+    body = _chain(table, e.chain)
+    if body is None:
+        return (f"node namespace {node_ns}'s table ip kube-proxy has no chain {e.chain} "
+                f"(endpoint {e.pod}): its DNAT is gone")
+    if f"dnat to {e.ip}:{e.port}" not in body:
+        return (f"chain {e.chain} in {node_ns} has no `dnat to {e.ip}:{e.port}` rule "
+                f"(endpoint {e.pod})")
+    if hairpin and _masq_problem(c):
+        return _masq_problem(c) + ": a hairpin connection needs it"
+    if node_ns == e.node_ns and c.src != "outside":
+        sysctl, opt = _bridge_nf(node_ns)
+        if sysctl != "1" and opt != "1":
+            return (f"bridge netfilter is off in {node_ns} ({BRIDGE_NF}={sysctl}, cni0 "
+                    f"nf_call_iptables {opt}): the reply of same-node endpoint {e.pod} is "
+                    f"bridged back past the DNAT and the client drops it")
+    problem = _masq_problem(c)
+    if problem:
+        return problem
+    return f"the rules for it are in place in {node_ns}; look at `netlab trace` and conntrack -L"
+
+
+def _why_lost(c: Check, out: SvcOut, eps) -> str:
+    errors = sorted({e for e in out.errors if e})
+    lost = f"{out.errors.count(errors[0])} of {len(out.errors)} tries got {errors[0]}"
+    if not eps:
+        return lost
+    for e in eps:
+        if not _listens(e, c.data[1]):
+            return (f"{lost}: nothing listens on port {e.port} in {e.ns} (endpoint {e.pod}'s "
+                    f"server is not running)")
+    for e in eps:
+        why = _why_endpoint(c, e)
+        if not why.startswith("the rules for it are in place"):
+            return f"{lost}: {why}"
+    return f"{lost}; every endpoint's rules are in place in {c.data[4]}"
