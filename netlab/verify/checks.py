@@ -164,3 +164,12 @@ def reach(rule: str, src: Endpoint, dst: Endpoint, servers: Iterable[Server]) ->
               sees=src.sees, nat=False, server=s, hops=route) for s in servers]
 
 
+NETNS_DIR = "/run/netns"   # where named network namespaces are mounted (as runtime.kernel)
+
+
+def launch(ns: str) -> list[str]:
+    """The argv prefix that runs a probe inside namespace `ns` (a process of its own: never a
+    Python thread that setns()es). "" (plan.HERE): a node on a real host probes where it runs."""
+    if ns == "":
+        return []
+    return ["nsenter", f"--net={NETNS_DIR}/{ns}", "--"]

@@ -180,7 +180,7 @@ class HttpProbe:
     (a subprocess through nsenter: the pool's threads never change namespace)."""
 
     def run(self, c: Check) -> Answers:
-        from ...verify.probes import launch
+        from ...verify.checks import launch
         host, headers, tries = c.data[1], c.data[2], c.data[4]
         argv = launch(c.ns) + ["curl", "-s", "--connect-timeout", "2", "-m", "5",
                                "-w", "\n@@%{http_code}@@\n", "-H", f"Host: {host}"]

@@ -101,7 +101,7 @@ class Probe:
         return self.run_many([c])[0]
 
     def run_many(self, checks: list[Check]) -> list[str]:
-        from ...verify.probes import launch
+        from ...verify.checks import launch
         text = "".join(f"{c.data[0].lower()} {c.target} {c.port}\n" for c in checks)
         argv = launch(checks[0].ns) + [sys.executable, "-I", "-S", CONNECT,
                                        "--timeout", str(TIMEOUT)]
