@@ -325,6 +325,10 @@ def _down_node(lab: Optional[str], node: str, as_json: bool) -> None:
     node_cli.down(lab, node, as_json)
 
 
+from . import exercise as _exercise  # noqa: E402  (break, hint, check, adopt)
+_exercise.register(app)
+
+
 # ---------------------------------------------------------------- entry point
 
 

@@ -15,6 +15,7 @@ feature writes only what it has:
   raise NotOnHost where it cannot be.
 - `rules()`: its verify rules, `{name: derive(lab) -> [Check]}`; `probes()`: the probe and judge
   of any check method of its own (verify.engine knows ping, http, udp, mtu, addr and addrs).
+- `faults()`: the faults of the break-it exercises it contributes (core.fault.Fault objects).
 - `needs(lab)`: what `up` needs on this machine (preflight asks every feature).
 - `show(lab, status)`: its part of `netlab show --json`; `render(data)`: what it adds to the
   text of `netlab show` (lines, or (columns, rows) for a table); `rows(data)`: rows it adds to
@@ -72,6 +73,9 @@ class Feature:
 
     def probes(self) -> dict[str, Any]:
         return {}
+
+    def faults(self) -> list:
+        return []
 
     def needs(self, lab: Any) -> Needs:
         return Needs()
