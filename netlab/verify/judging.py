@@ -156,6 +156,11 @@ class _Routes:
                 return ""
             r = found.route
             text = f"; the plan has `{r.text()}` here, missing from the kernel"
+            have = self.live().ns(ns) if self.live() else None
+            iface = have.iface(r.dev) if have else None
+            if iface is not None and not iface.up:
+                return (f"{text}: {r.dev} is down, and the kernel takes the routes of a link "
+                        f"that goes down (ip -n {ns} link set {r.dev} up)")
             if r.via is None and r.src:
                 # A connected route: the kernel adds it with the device's address, and removes it
                 # with the address.

@@ -1,0 +1,52 @@
+"""A lab built by hand (`netlab plan > lab.sh; sh lab.sh`), then taken over with `netlab adopt`:
+adopt names what the kernel holds differently from the plan, and verify, whose journal it never
+was, proves its rules and names the fault the learner left in it; `down` removes it all."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name, verify_json
+from netlab import exercises as E, model
+from netlab.verify import engine
+
+pytestmark = requires_root
+
+THREE = str(SCENARIOS / "three-node.yaml")
+
+
+def test_adopt_a_lab_built_by_script_and_verify_names_what_is_missing(tmp_path, unrecorded_lab):
+    name = unique_name("brka")
+    try:
+        script = tmp_path / "lab.sh"
+        script.write_text(netlab("plan", THREE, "--name", name).stdout)
+        run = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        # The learner forgot one route: node2 to node3's pods.
+        subprocess.run(["ip", "-n", f"{name}-node2", "route", "del", "10.244.3.0/24"], check=True)
+        assert "is not up" in netlab("verify", name, check=False).stderr
+
+        dry = netlab("adopt", THREE, "--name", name, "--dry-run")
+        assert f"{name}-node2: route `10.244.3.0/24 via 192.168.1.13 dev eth0` is missing" in \
+            dry.stdout and "1 differences" in dry.stdout
+        assert "is not up" in netlab("verify", name, check=False).stderr   # nothing recorded
+
+        netlab("adopt", THREE, "--name", name)
+        code, data = verify_json(name)
+        lab = model.load(THREE, name)
+        want = {(c.rule, c.src, c.dst, c.method) for c in
+                E.expected(lab, "route-deleted", "node2", engine.derive(lab))}
+        got = {(r["rule"], r["from"], r["to"], r["method"]): r["reason"]
+               for r in data["results"] if not r["ok"]}
+        assert code == 1 and set(got) == want
+        assert all(f"in {name}-node2" in why and "10.244.3.0/24 via 192.168.1.13" in why
+                   for why in got.values())
+
+        subprocess.run(["ip", "-n", f"{name}-node2", "route", "add", "10.244.3.0/24", "via",
+                        "192.168.1.13"], check=True)
+        assert verify_json(name)[0] == 0
+        assert netlab("adopt", THREE, "--name", name, "--dry-run").stdout.strip().endswith(
+            f"0 differences from the plan of {THREE}")
+    finally:
+        netlab("down", name, check=False)
+    assert leftovers(name) == []
