@@ -223,9 +223,12 @@ def hint(name: str) -> tuple[int, list[str]]:
     report = _verify(lab)
     failed = report.failed
     lines = [f"hint {level} of {HINTS}:"]
-    lines.append(f"{len(failed)} of {len(report.results)} checks fail, for example:")
-    lines += [f"  {r.check.rule}: {r.check.src} -> {r.check.dst} ({r.check.method}), "
-              f"reproduce: {r.check.reproduce}" for r in failed[:5]]
+    if level == 1:
+        lines.append(f"{len(failed)} of {len(report.results)} checks fail, for example:")
+        lines += [f"  {r.check.rule}: {r.check.src} -> {r.check.dst} ({r.check.method}), "
+                  f"reproduce: {r.check.reproduce}" for r in failed[:5]]
+    else:
+        lines.append(f"{len(failed)} of {len(report.results)} checks still fail")
     if level >= 2:
         lines.append(f"the packet stops in namespace {record['ns']}")
     if level >= 3:

@@ -285,7 +285,8 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
         from . import node as node_cli
         return _emit_report(node_cli.verify(name, only or ()), as_json, junit)
     if not state.LabState(name).exists():
-        raise NetlabError(f"lab {name} is not up: see `netlab status`")
+        raise NetlabError(f"lab {name} is not up: see `netlab status` (built by hand? "
+                          f"`sudo netlab adopt SCENARIO --name {name}` takes it over)")
     from ..runtime import running
     the_lab = running.load_up(name)
     names = [p.name for p in places(the_lab)]
