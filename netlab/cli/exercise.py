@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -127,5 +126,3 @@ def adopt(scenario: Path = typer.Argument(..., metavar="SCENARIO",
     E.adopt(lab)
     out.print(f"lab {lab.name} is recorded: `netlab verify {lab.name}` proves its rules, "
               f"`netlab down {lab.name}` removes it", markup=False)
-    if diffs:
-        sys.stdout.flush()

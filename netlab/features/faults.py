@@ -10,7 +10,6 @@ route to node2's pod subnet" breaks exactly the checks with a hop (node1, an add
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import replace
 
 from ..core.fault import Broken, Fault

@@ -102,3 +102,13 @@ def test_a_second_fault_is_refused_and_check_grades_a_failure_in_junit(lab, tmp_
     root = ET.parse(tmp_path / "g.xml").getroot()
     assert root.get("failures") == "1"
     netlab("break", lab, "--undo")
+
+
+def test_undo_after_a_fix_by_hand_skips_what_is_already_back(lab):
+    netlab("up", THREE, "--name", lab)
+    netlab("break", lab, "route-deleted", "--on", "node3")
+    the_lab = model.load(THREE, lab)
+    by_hand(f"ip -n {the_lab.node('node3').ns} route add 10.244.1.0/24 via 192.168.1.11")
+    assert "undid route-deleted on node3" in netlab("break", lab, "--undo").stdout
+    assert netlab("verify", lab, "--json", check=False).returncode == 0
+    assert "nothing to undo" in netlab("break", lab, "--undo").stdout
