@@ -272,14 +272,18 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
                                                     help="Run only this rule (repeatable)."),
            source: Optional[str] = typer.Option(None, "--from", metavar="POD",
                                                 help="Run only the checks from this pod or node."),
-           node: Optional[str] = NodeOpt) -> None:
-    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
+           node: Optional[str] = NodeOpt, name: Optional[str] = NameOpt) -> None:
+    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails.
+    With a SCENARIO instead of a LAB: the lab built by hand from it (--name), without a record."""
     from ..features import RULES
     from ..verify import engine as V
     unknown = [r for r in only or [] if r not in RULES]
     if unknown:
         raise NetlabError(f"--only: unknown rule '{unknown[0]}': use one of {', '.join(RULES)}")
     need_root("verify")
+    if lab is not None and Path(lab).is_file():   # a lab built by hand (see cli.exercise)
+        return _emit_report(_exercise.verify_by_hand(Path(lab), name, only or (), source),
+                            as_json, junit)
     name = state.only_lab(f"{lab}@{node}" if lab and node else lab)
     if "@" in name:   # a node on this host (up --node): its own checks, to pods everywhere
         from . import node as node_cli

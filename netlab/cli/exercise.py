@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -103,6 +104,22 @@ def check(lab: Optional[str] = typer.Argument(None, metavar="[LAB]", show_defaul
         out.print(f"  {r.check.rule} {r.check.src} -> {r.check.dst} ({r.check.method}): "
                   f"{r.reason}", markup=False)
     raise typer.Exit(1)
+
+
+def verify_by_hand(scenario: Path, name: Optional[str], only, source: Optional[str]):
+    """`netlab verify SCENARIO --name LAB`: the rules proven on whatever the kernel holds under the
+    lab's names, whoever built it (no journal needed); what differs from the plan goes to stderr
+    first. Returns verify's report."""
+    from .. import exercises as E, model
+    from ..verify import engine as V
+    lab = model.load(scenario, name)
+    diffs = E.compare(lab)
+    for line in diffs:
+        print(f"netlab: {line}", file=sys.stderr)
+    if diffs:
+        print(f"netlab: lab {lab.name}: {len(diffs)} differences from the plan of {lab.source}",
+              file=sys.stderr)
+    return V.run(lab, V.derive(lab, only, source))
 
 
 def adopt(scenario: Path = typer.Argument(..., metavar="SCENARIO",
