@@ -29,6 +29,13 @@ CASES = [
     ("overlay", "neigh-missing", "node1"),
     ("overlay", "fdb-missing", "node2"),
     ("docker-modes", "dnat-missing", "c-bridge"),
+    # the node and pod faults again across an overlay on a routed underlay
+    ("overlay", "ip-forward-off", "node1"),
+    ("overlay", "forward-drop", "node3"),
+    ("overlay", "masquerade", "node3"),
+    ("overlay", "cni0-no-address", "node1"),
+    ("overlay", "veth-down", "db"),
+    ("overlay", "pod-route-wrong", "api"),
 ]
 
 
@@ -45,7 +52,7 @@ def test_every_fault_of_the_catalogue_has_a_case():
     assert sorted({fault for _, fault, _ in CASES}) == sorted(FAULTS)
 
 
-@pytest.mark.parametrize("scenario,fault,target", CASES, ids=[c[1] for c in CASES])
+@pytest.mark.parametrize("scenario,fault,target", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_verify_fails_exactly_what_the_fault_breaks_and_names_it(lab, scenario, fault, target):
     path = str(SCENARIOS / f"{scenario}.yaml")
     netlab("up", path, "--name", lab)
