@@ -273,8 +273,8 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
            source: Optional[str] = typer.Option(None, "--from", metavar="POD",
                                                 help="Run only the checks from this pod or node."),
            node: Optional[str] = NodeOpt, name: Optional[str] = NameOpt) -> None:
-    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails.
-    With a SCENARIO instead of a LAB: the lab built by hand from it (--name), without a record."""
+    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
+    # With a SCENARIO instead of a LAB: the lab built by hand from it (--name), without a record.
     from ..features import RULES
     from ..verify import engine as V
     unknown = [r for r in only or [] if r not in RULES]

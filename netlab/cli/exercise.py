@@ -128,8 +128,8 @@ def adopt(scenario: Path = typer.Argument(..., metavar="SCENARIO",
                                              help="Lab name (default: the scenario's `name:`)."),
           dry_run: bool = typer.Option(False, "--dry-run",
                                        help="Only compare; record nothing.")) -> None:
-    """Take over a lab built by hand (a plan script, ip commands): say what the kernel holds that
-    differs from the scenario's plan, then record it so verify, status and down see it."""
+    """Take over a lab built by hand: say what differs from its plan, then record it."""
+    # Built by a plan script or ip commands: recorded, verify, status, break and down see it.
     from .. import exercises as E, model
     lab = model.load(scenario, name)
     need_root("adopt")
