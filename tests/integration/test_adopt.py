@@ -4,6 +4,7 @@ was, proves its rules and names the fault the learner left in it; `down` removes
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from conftest import SCENARIOS, leftovers, netlab, requires_root, unique_name, verify_json
@@ -13,6 +14,25 @@ from netlab.verify import engine
 pytestmark = requires_root
 
 THREE = str(SCENARIOS / "three-node.yaml")
+
+
+def settled(run, tries: int = 3) -> set:
+    """The failures that repeat: a probe may time out once on a machine loaded by parallel tests,
+    a missing route fails its checks every time."""
+    got = run()
+    for _ in range(tries - 1):
+        if not got:
+            break
+        again = run()
+        if again == got:
+            break
+        got &= again
+    return got
+
+
+def failed_keys(proc) -> set:
+    return {(r["rule"], r["from"], r["to"], r["method"])
+            for r in json.loads(proc.stdout)["results"] if not r["ok"]}
 
 
 def test_adopt_a_lab_built_by_script_and_verify_names_what_is_missing(tmp_path, unrecorded_lab):
@@ -30,9 +50,8 @@ def test_adopt_a_lab_built_by_script_and_verify_names_what_is_missing(tmp_path, 
         direct = netlab("verify", THREE, "--name", name, "--json", check=False)
         assert direct.returncode == 1 and "10.244.3.0/24 via 192.168.1.13 dev eth0` is missing" \
             in direct.stderr
-        import json
-        failed_directly = {(r["rule"], r["from"], r["to"], r["method"])
-                           for r in json.loads(direct.stdout)["results"] if not r["ok"]}
+        failed_directly = settled(lambda: failed_keys(netlab("verify", THREE, "--name", name,
+                                                             "--json", check=False)))
 
         dry = netlab("adopt", THREE, "--name", name, "--dry-run")
         assert f"{name}-node2: route `10.244.3.0/24 via 192.168.1.13 dev eth0` is missing" in \
@@ -44,15 +63,16 @@ def test_adopt_a_lab_built_by_script_and_verify_names_what_is_missing(tmp_path, 
         lab = model.load(THREE, name)
         want = {(c.rule, c.src, c.dst, c.method) for c in
                 E.expected(lab, "route-deleted", "node2", engine.derive(lab))}
-        got = {(r["rule"], r["from"], r["to"], r["method"]): r["reason"]
-               for r in data["results"] if not r["ok"]}
-        assert code == 1 and set(got) == want == failed_directly
-        assert all(f"in {name}-node2" in why and "10.244.3.0/24 via 192.168.1.13" in why
-                   for why in got.values())
+        reasons = {(r["rule"], r["from"], r["to"], r["method"]): r["reason"]
+                   for r in data["results"] if not r["ok"]}
+        got = settled(lambda: failed_keys(netlab("verify", name, "--json", check=False)))
+        assert code == 1 and got == want == failed_directly
+        assert all(f"in {name}-node2" in reasons[k] and "10.244.3.0/24 via 192.168.1.13" in
+                   reasons[k] for k in want)
 
         subprocess.run(["ip", "-n", f"{name}-node2", "route", "add", "10.244.3.0/24", "via",
                         "192.168.1.13"], check=True)
-        assert verify_json(name)[0] == 0
+        assert settled(lambda: failed_keys(netlab("verify", name, "--json", check=False))) == set()
         assert netlab("adopt", THREE, "--name", name, "--dry-run").stdout.strip().endswith(
             f"0 differences from the plan of {THREE}")
     finally:
