@@ -293,24 +293,29 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
                                                     help="Run only this rule (repeatable)."),
            source: Optional[str] = typer.Option(None, "--from", metavar="POD",
                                                 help="Run only the checks from this pod or node."),
-           node: Optional[str] = NodeOpt,
+           node: Optional[str] = NodeOpt, name: Optional[str] = NameOpt,
            policy_matrix: bool = typer.Option(
                False, "--policy-matrix", help="Also print NetworkPolicy's truth table per port: "
                "rows sources, columns targets, . allowed, X denied, ! not as the model says.")
            ) -> None:
     """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
+    # With a SCENARIO instead of a LAB: the lab built by hand from it (--name), without a record.
     from ..features import RULES
     from ..verify import engine as V
     unknown = [r for r in only or [] if r not in RULES]
     if unknown:
         raise NetlabError(f"--only: unknown rule '{unknown[0]}': use one of {', '.join(RULES)}")
     need_root("verify")
+    if lab is not None and Path(lab).is_file():   # a lab built by hand (see cli.exercise)
+        return _emit_report(_exercise.verify_by_hand(Path(lab), name, only or (), source),
+                            as_json, junit)
     name = state.only_lab(f"{lab}@{node}" if lab and node else lab)
     if "@" in name:   # a node on this host (up --node): its own checks, to pods everywhere
         from . import node as node_cli
         return _emit_report(node_cli.verify(name, only or ()), as_json, junit)
     if not state.LabState(name).exists():
-        raise NetlabError(f"lab {name} is not up: see `netlab status`")
+        raise NetlabError(f"lab {name} is not up: see `netlab status` (built by hand? "
+                          f"`sudo netlab adopt SCENARIO --name {name}` takes it over)")
     from ..runtime import running
     the_lab = running.load_up(name)
     names = [p.name for p in places(the_lab)]
@@ -362,6 +367,8 @@ from .cni import cni as _cni  # noqa: E402
 app.command(name="cni", context_settings={"allow_extra_args": False})(_cni)
 from . import kube  # noqa: E402  (get, scale, delete, port-forward: kubectl's verbs)
 kube.register(app)
+from . import exercise as _exercise  # noqa: E402  (break, hint, check, adopt)
+_exercise.register(app)
 
 
 # ---------------------------------------------------------------- entry point

@@ -19,6 +19,7 @@ feature writes only what it has:
   (`netlab scale`, `netlab delete`: runtime/scale.py), e.g. kube-proxy's tables;
 - `refine(lab, checks)`: the checks of every rule as this feature changes what they expect
   (NetworkPolicy expects the pairs it denies to be unreachable); the default keeps them;
+- `faults()`: the faults of the break-it exercises it contributes (core.fault.Fault objects).
 - `needs(lab)`: what `up` needs on this machine (preflight asks every feature).
 - `show(lab, status)`: its part of `netlab show --json`; `render(data)`: what it adds to the
   text of `netlab show` (lines, or (columns, rows) for a table); `rows(data)`: rows it adds to
@@ -82,6 +83,9 @@ class Feature:
 
     def refine(self, lab: Any, checks: list) -> list:
         return checks
+
+    def faults(self) -> list:
+        return []
 
     def needs(self, lab: Any) -> Needs:
         return Needs()

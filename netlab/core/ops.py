@@ -285,9 +285,98 @@ class CniAdd:
         return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- undoing (break-it exercises)
+# The inverse of the operations above, for the faults netlab applies on purpose (netlab.exercises)
+# and their undo; never part of a lab's plan.
+
+
+@dataclass(frozen=True)
+class RouteDel:
+    ns: str
+    dst: str          # "default" or a CIDR
+    via: str = ""
+    dev: str = ""
+
+    def ip(self) -> str:
+        via = f" via {self.via}" if self.via else ""
+        dev = f" dev {_q(self.dev)}" if self.dev else ""
+        return f"ip {_n(self.ns)}route del {self.dst}{via}{dev}"
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    ns: str
+    ifname: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set {_q(self.ifname)} down"
+
+
+@dataclass(frozen=True)
+class AddrDel:
+    ns: str
+    ifname: str
+    address: str
+    prefixlen: int
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}addr del {self.address}/{self.prefixlen} dev {_q(self.ifname)}"
+
+
+@dataclass(frozen=True)
+class NeighDel:
+    ns: str
+    dev: str
+    address: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}neigh del {self.address} dev {_q(self.dev)}"
+
+
+@dataclass(frozen=True)
+class NeighReplace:
+    """A permanent neighbour entry, replacing whatever entry (perhaps a failed one) is there."""
+    ns: str
+    dev: str
+    address: str
+    mac: str
+
+    def ip(self) -> str:
+        return (f"ip {_n(self.ns)}neigh replace {self.address} lladdr {self.mac} "
+                f"dev {_q(self.dev)} nud permanent")
+
+
+@dataclass(frozen=True)
+class FdbDel:
+    ns: str
+    dev: str
+    mac: str
+    dst: str
+
+    def ip(self) -> str:
+        return f"bridge {_n(self.ns)}fdb del {self.mac} dev {_q(self.dev)} dst {self.dst} self"
+
+
+UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel)
+
+
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
            LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkMac,
-           DevRouteAdd, HairpinOn, EtcNetnsFile]
+           DevRouteAdd, HairpinOn, EtcNetnsFile, RouteDel, LinkDown, AddrDel, NeighDel,
+           NeighReplace, FdbDel]
+
+
+def as_record(op: Op) -> dict:
+    """An operation as plain data for the lab's journal (a fault and its undo are kept there)."""
+    from dataclasses import asdict
+    return {"op": type(op).__name__, **asdict(op)}
+
+
+def from_record(data: dict) -> Op:
+    """The operation back from `as_record`'s data."""
+    kinds = {t.__name__: t for t in Op.__args__}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "op"}
+    return kinds[data["op"]](**fields)
 
 
 NETEXEC_PY = str(Path(__file__).parent.parent / "netexec.py")

@@ -26,3 +26,7 @@ FEATURES = (Underlay(), Pods(), Dns(), Cni(), ScenarioChecks(), Docker(), HostGw
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}
 PROBES = {method: probe for f in FEATURES for method, probe in f.probes().items()}
+
+# The faults of the break-it exercises (netlab break --list): the base ones, then each feature's.
+from .faults import BASE_FAULTS  # noqa: E402
+FAULTS = {fault.name: fault for fault in BASE_FAULTS + [x for f in FEATURES for x in f.faults()]}

@@ -212,6 +212,14 @@ def _mark_now(sock, lab: str) -> None:
             raise OSError(err, f"marking lo: {os.strerror(err)}")
 
 
+def mark_netns(ns: str, lab: str) -> None:
+    """Put netlab's mark on a namespace somebody else made for a lab (`netlab adopt`)."""
+    with inside(ns):
+        sock = open_socket()
+    with sock:
+        _mark_now(sock, lab)
+
+
 class StepFailed(KernelError):
     """A batched operation failed; `op` says which, so `up` can report its step."""
 
@@ -430,6 +438,43 @@ class Kernel:
         # IFLA_BRPORT_MODE is the bridge port's hairpin flag.
         self.sock(op.ns).brport("set", index=self.index(op.ns, op.ifname), mode=1)
 
+    # The deletes of the break-it exercises: an object already gone is no error (a learner may
+    # have removed it by hand), so an undo can always run to its end.
+    _GONE = (errno.ESRCH, errno.ENOENT, errno.EADDRNOTAVAIL, errno.ENODEV)
+
+    def _gone_ok(self, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except NetlinkError as e:
+            if e.code not in self._GONE:
+                raise
+
+    def _route_del(self, op: P.RouteDel) -> None:
+        dst = "0.0.0.0/0" if op.dst == "default" else op.dst
+        extra = {"gateway": op.via} if op.via else {}
+        if op.dev:
+            extra["oif"] = self.index(op.ns, op.dev)
+        self._gone_ok(lambda: self.sock(op.ns).route("del", dst=dst, **extra))
+
+    def _link_down(self, op: P.LinkDown) -> None:
+        self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), state="down")
+
+    def _addr_del(self, op: P.AddrDel) -> None:
+        self._gone_ok(lambda: self.sock(op.ns).addr("del", index=self.index(op.ns, op.ifname),
+                                                    address=op.address, prefixlen=op.prefixlen))
+
+    def _neigh_del(self, op: P.NeighDel) -> None:
+        self._gone_ok(lambda: self.sock(op.ns).neigh("del", dst=op.address,
+                                                     ifindex=self.index(op.ns, op.dev)))
+
+    def _neigh_replace(self, op: P.NeighReplace) -> None:
+        self.sock(op.ns).neigh("replace", dst=op.address, lladdr=op.mac,
+                               ifindex=self.index(op.ns, op.dev), state=NUD_PERMANENT)
+
+    def _fdb_del(self, op: P.FdbDel) -> None:
+        self._gone_ok(lambda: self.sock(op.ns).fdb("del", ifindex=self.index(op.ns, op.dev),
+                                                   lladdr=op.mac, dst=op.dst))
+
     _appliers: dict[type, Callable] = {
         P.NetnsAdd: _netns_add,
         P.BridgeAdd: _bridge_add,
@@ -447,6 +492,12 @@ class Kernel:
         P.OnlinkRouteAdd: _onlink_route_add,
         P.DevRouteAdd: _dev_route_add,
         P.HairpinOn: _hairpin_on,
+        P.RouteDel: _route_del,
+        P.LinkDown: _link_down,
+        P.AddrDel: _addr_del,
+        P.NeighDel: _neigh_del,
+        P.NeighReplace: _neigh_replace,
+        P.FdbDel: _fdb_del,
     }
 
     # ------------------------------------------------------------ observation

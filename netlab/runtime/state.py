@@ -39,6 +39,11 @@ class Journal:
     live: dict = field(default_factory=dict)
     # Namespaces whose /etc/netns/<ns>/ netlab wrote (runtime.etcnetns), recorded before writing.
     etc: list = field(default_factory=list)
+    # Break-it exercises (netlab.exercises): the faults applied and not yet undone or fixed, in
+    # order, each {"fault", "on", "ops", "undo", "hidden", "seed", "at", "hints"}; and the
+    # exercises finished (fixed by hand, or given up with --undo), each with how it ended.
+    faults: list = field(default_factory=list)
+    finished: list = field(default_factory=list)
 
 
 class LabState:
@@ -125,6 +130,8 @@ class LabState:
                     j.live = json.loads(rest)
                 except ValueError:   # a line cut by a crash: the one before it holds
                     pass
+            elif kind in ("fault", "unfault", "fixed", "hint"):
+                _exercise(j, kind, rest)
             elif kind == "sysctl" and len(words) == 2:
                 j.sysctls.setdefault(words[0], words[1])   # the first is the value before netlab
         return j
@@ -139,6 +146,16 @@ class LabState:
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, target)
+
+    # ------------------------------------------------------------ break-it exercises
+
+    def add_record(self, kind: str, data: dict) -> None:
+        """Append one exercise record (fault, unfault, fixed, hint) to the journal of a lab that
+        is up; the caller holds the lab's lock."""
+        if kind not in ("fault", "unfault", "fixed", "hint"):
+            raise ValueError(kind)
+        with open(self.dir / "journal", "a") as f:
+            f.write(f"{kind} {json.dumps(data, separators=(',', ':'))}\n")
 
     def log_path(self, owner: str, name: str) -> str:
         return str(self.dir / "logs" / f"{owner}.{name}.log")
@@ -171,6 +188,21 @@ class LabState:
 
     def lock_path(self) -> Path:
         return ROOT / "locks" / f"{self.lab}.lock"
+
+
+def _exercise(j: Journal, kind: str, rest: str) -> None:
+    """One exercise record: a fault applied, undone (unfault), fixed by hand, or a hint given."""
+    try:
+        data = json.loads(rest)
+    except ValueError:
+        return
+    if kind == "fault":
+        j.faults.append({**data, "hints": 0})
+    elif kind == "hint" and j.faults:
+        j.faults[-1]["hints"] = data.get("level", j.faults[-1]["hints"] + 1)
+    elif kind in ("unfault", "fixed") and j.faults:
+        done = j.faults.pop()
+        j.finished.append({**done, "ended": kind, **data})
 
 
 def _flock(fd: int, wait: bool, timeout: float) -> None:

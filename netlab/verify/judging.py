@@ -42,7 +42,7 @@ def _judge_ping(c: Check, out: PingOut) -> Result:
     return Result(c, out.alive == (c.expect == REACHABLE), observed)
 
 
-def _judge_http(c: Check, out: HttpOut) -> Result:
+def _judge_http(c: Check, out: HttpOut, nft: Optional["_Nft"] = None) -> Result:
     if not out.connected:
         observed = out.error or "no connection"
         return Result(c, c.expect == UNREACHABLE, observed)
@@ -66,9 +66,11 @@ def _judge_http(c: Check, out: HttpOut) -> Result:
             return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} "
                                               f"(the client's own address){sent}: {culprit}")
         look = " or ".join(f"`ip netns exec {ns} nft list ruleset`" for ns in on_way)
+        named = nft.rewrites(on_way) if nft is not None else ""
         return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} (the "
                                           f"client's own address){sent}: something on the way "
-                                          f"rewrites the source (look for masquerade: {look})")
+                                          f"rewrites the source{named} (look for masquerade: "
+                                          f"{look})")
     if c.nat is True and saw in c.sees:
         return Result(c, False, observed, f"no NAT: the server saw the client's own address {saw}")
     return Result(c, True, observed)
@@ -192,7 +194,78 @@ class _Routes:
         self.cache: dict[tuple[str, str], str] = {}
         self.lab = lab
         self.snap = None
-        self.traces: dict[tuple, str] = {}
+        self.traces: dict[tuple[str, str], str] = {}
+        self._plan = None
+        self.nft = _Nft(lab)
+
+    def plan(self):
+        """The plan's snapshot (view.snapshot.of_plan): what the kernel should hold."""
+        if self._plan is None and self.lab is not None:
+            from ..view import snapshot
+            self._plan = snapshot.of_plan(self.lab)
+        return self._plan
+
+    def live(self):
+        if self.snap is None and self.lab is not None:
+            from ..view import look
+            self.snap = look.live_snapshot(self.lab)
+        return self.snap
+
+    def planned_route(self, ns: str, address: str) -> str:
+        """What the plan routes `address` by in ns, and what of it the kernel lacks, or ""."""
+        try:
+            from ..view import snapshot
+            want = self.plan().ns(ns) if self.plan() else None
+            if want is None:
+                return ""
+            found = snapshot.lookup(want, address)
+            if found.route is None or found.error:
+                return ""
+            r = found.route
+            text = f"; the plan has `{r.text()}` here, missing from the kernel"
+            have = self.live().ns(ns) if self.live() else None
+            iface = have.iface(r.dev) if have else None
+            if iface is not None and not iface.up:
+                return (f"{text}: {r.dev} is down, and the kernel takes the routes of a link "
+                        f"that goes down (ip -n {ns} link set {r.dev} up)")
+            if r.via is None and r.src:
+                # A connected route: the kernel adds it with the device's address, and removes it
+                # with the address.
+                have = self.live().ns(ns) if self.live() else None
+                iface = have.iface(r.dev) if have else None
+                if iface is not None and r.src not in iface.ips:
+                    plen = r.dst.split("/")[1]
+                    return (f"{text}: {r.dev} lacks its address {r.src}/{plen} "
+                            f"(ip -n {ns} addr add {r.src}/{plen} dev {r.dev})")
+                return f"{text} ({r.dev}'s own subnet)"
+            return f"{text} (ip -n {ns} route add {r.text()})"
+        except Exception:   # the plan only adds detail
+            return ""
+
+    def unlike_plan(self, ns: str, address: str, reason: str) -> str:
+        """Where a trace stopped in ns: what the kernel routes there differently from the plan,
+        or the plan's owner of a next hop nobody has."""
+        try:
+            from ..view import snapshot
+            plan, live = self.plan(), self.live()
+            want, have = plan.ns(ns), live.ns(ns)
+            if want is None or have is None:
+                return ""
+            w, h = snapshot.lookup(want, address), snapshot.lookup(have, address)
+            if w.route is not None and h.route is not None and \
+                    (w.route.dst, w.route.via, w.route.dev) != (h.route.dst, h.route.via, h.route.dev):
+                return (f"; {ns} routes it by `{h.route.text()}`, the plan by "
+                        f"`{w.route.text()}` (ip -n {ns} route replace {w.route.text()})")
+            m = re.search(r"has the address (\S+)", reason)
+            owner = plan.owner(m.group(1)) if m else None
+            if owner is not None:
+                o_ns, o_if = owner
+                addr = next(a for a in o_if.addrs if a.split("/")[0] == m.group(1))
+                return (f"; the plan puts {m.group(1)} on {o_if.name} in {o_ns.name}, missing "
+                        f"from the kernel (ip -n {o_ns.name} addr add {addr} dev {o_if.name})")
+        except Exception:
+            pass
+        return ""
 
     def stopped(self, ns: str, address: str, port: Optional[int] = None,
                 proto: Optional[str] = None) -> str:
@@ -222,7 +295,8 @@ class _Routes:
                 msg = (proc.stderr.strip().splitlines() or [""])[-1]
                 self.cache[key] = "" if proc.returncode == 0 else (
                     f"no route to {address} in {ns} (`ip -n {ns} route get {address}`: "
-                    f"{msg.removeprefix('RTNETLINK answers: ')})")
+                    f"{msg.removeprefix('RTNETLINK answers: ')})"
+                    f"{self.planned_route(ns, address)}")
         return self.cache[key]
 
     def where(self, c: Check, detail: str) -> str:
@@ -240,10 +314,27 @@ class _Routes:
             stop = self.stopped(ns, address, port, proto if port else None) if ns else ""
             if stop:
                 back = " on the way back" if way == "return" else ""
+                where = stop.split(":", 1)[0] if ":" in stop else ns
                 return (f"{c.src} got no answer from {c.target}{hint}: the packet stops{back}: "
-                        f"{stop}")
+                        f"{stop}{self.unlike_plan(where, address, stop)}")
+        found = self.overlay(c) or self.nft.dropped(c, self) or self.nft.no_dnat(c, self)
+        if found:
+            return f"{c.src} got no answer from {c.target}{hint}: {found}"
         return (f"{c.src} got no answer from {c.target}{hint}; every namespace on the way has a "
                 f"route, so look for a firewall rule or a link that is down")
+
+    def overlay(self, c: Check) -> str:
+        """A node on the way whose VXLAN device lacks the neighbour or the fdb entry of the
+        next hop it routes to (the kernel's routes alone cannot show it)."""
+        if self.lab is None or getattr(self.lab, "backend", "") != "vxlan":
+            return ""
+        nodes = {n.ns for n in self.lab.nodes}
+        for ns, address, way in c.hops:
+            if ns in nodes:
+                found = _vxlan_entries(ns, address)
+                if found:
+                    return found + (" (on the way back)" if way == "return" else "")
+        return ""
 
 
 def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
@@ -271,7 +362,8 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             r = _judge_addrs(c, https[i])
         elif c.method == "mtu":
             r = _judge_mtu(c, https[i])
-            if not r.ok and not re.search(r"mtu|frag|too long", https[i].detail, re.I):
+            if not r.ok and not re.search(r"mtu|frag|too long", https[i].detail, re.I) \
+                    and https[i].mtu - 28 == c.size:
                 r.reason = ""       # not a matter of size: say where the packet stopped
         elif c.method == "ping":
             r = _judge_ping(c, pings[c.ns][c.target])
@@ -280,7 +372,7 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
         elif c.asks:
             r = _judge_answer(c, https[i])
         else:
-            r = _judge_http(c, https[i])
+            r = _judge_http(c, https[i], routes.nft)
         if not r.ok and not r.reason:
             if c.expect == UNREACHABLE:
                 r.reason = f"{c.target} answered {c.src}, but the check expects it unreachable"
@@ -292,3 +384,132 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
     return results
 
 
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def _vxlan_entries(ns: str, address: str) -> str:
+    """In a node's namespace: if `address` is routed over a VXLAN device, whether that device
+    holds the neighbour entry of the gateway (its VTEP MAC) and the fdb entry sending that MAC
+    to a node; a reason naming the missing entry, or ""."""
+    import json
+    try:
+        got = json.loads(_run(["ip", "-n", ns, "-j", "route", "get", address]) or "[]")
+    except ValueError:
+        return ""
+    if not got or not got[0].get("gateway"):
+        return ""
+    dev, gw = got[0].get("dev", ""), got[0]["gateway"]
+    try:
+        links = json.loads(_run(["ip", "-n", ns, "-j", "-d", "link", "show", "dev", dev]) or "[]")
+    except ValueError:
+        return ""
+    if not links or links[0].get("linkinfo", {}).get("info_kind") != "vxlan":
+        return ""
+    try:
+        neigh = json.loads(_run(["ip", "-n", ns, "-j", "neigh", "show", gw, "dev", dev]) or "[]")
+        fdb = json.loads(_run(["bridge", "-n", ns, "-j", "fdb", "show", "dev", dev]) or "[]")
+    except ValueError:
+        return ""
+    mac = next((n.get("lladdr") for n in neigh if n.get("lladdr")), None)
+    if mac is None:
+        state = ", ".join(s for n in neigh for s in n.get("state", [])) or "no entry"
+        return (f"{ns}: {dev} has no neighbour entry for the VTEP {gw} ({state}): the kernel "
+                f"routes {address} via {gw} but cannot resolve its MAC over VXLAN (ip -n {ns} "
+                f"neigh show dev {dev})")
+    if not any(e.get("mac") == mac and e.get("dst") for e in fdb):
+        return (f"{ns}: {dev} has no fdb entry for {mac} (the VTEP {gw}): the frame has no node "
+                f"to go to (bridge -n {ns} fdb show dev {dev})")
+    return ""
+
+
+_CHAIN = re.compile(r"^\s*chain (\S+) \{")
+_HOOK = re.compile(r"type (\w+) hook (\w+) .*policy (\w+);")
+
+
+class _Nft:
+    """The nftables rules of the namespaces on a packet's way, read with `nft list ruleset`
+    (cached), against the tables the lab's plan puts there: a rule in a table the plan has not is
+    somebody else's, and the likely fault."""
+
+    def __init__(self, lab: Optional[Lab]):
+        self.lab = lab
+        self.cache: dict[str, list[tuple[str, str, str]]] = {}
+        self._planned: Optional[dict[str, str]] = None
+
+    def rules(self, ns: str) -> list[tuple[str, str, str]]:
+        """(table, chain, line) of every rule and chain header in ns."""
+        if ns not in self.cache:
+            table, chain, out = "", "", []
+            for line in _run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"]).splitlines():
+                words = line.split()
+                if words[:1] == ["table"] and len(words) >= 3:
+                    table, chain = f"{words[1]} {words[2]}", ""
+                elif _CHAIN.match(line):
+                    chain = _CHAIN.match(line).group(1)
+                elif words and words[0] != "}" and table:
+                    out.append((table, chain, line.strip()))
+            self.cache[ns] = out
+        return self.cache[ns]
+
+    def planned(self) -> dict[str, str]:
+        """Every namespace's planned nft text (the plan's NftApply operations), joined."""
+        if self._planned is None:
+            self._planned = {}
+            if self.lab is not None:
+                from .. import plan
+                for op in plan.build(self.lab):
+                    if isinstance(getattr(op, "ruleset", None), str):
+                        self._planned[op.ns] = self._planned.get(op.ns, "") + op.ruleset
+        return self._planned
+
+    def foreign(self, ns: str, table: str) -> bool:
+        return f"table {table} " not in self.planned().get(ns, "")
+
+    def rewrites(self, namespaces: list[str]) -> str:
+        """The NAT rules in tables the plan does not have, named with their place."""
+        found = [f"`{line}` in {ns} table {table} chain {chain}"
+                 for ns in namespaces for table, chain, line in self.rules(ns)
+                 if re.search(r"\b(masquerade|snat)\b", line) and self.foreign(ns, table)]
+        return f": {found[0]}, not in the lab's plan" if found else ""
+
+    def dropped(self, c: Check, routes: "_Routes") -> str:
+        """A chain that drops (by policy or a rule) in a namespace on the way."""
+        seen = []
+        for ns, _, _ in c.hops:
+            if ns is None or ns in seen:
+                continue
+            seen.append(ns)
+            for table, chain, line in self.rules(ns):
+                m = _HOOK.search(line)
+                if m and m.group(3) == "drop":
+                    return (f"the packet is dropped in {ns}: table {table} chain {chain} (hook "
+                            f"{m.group(2)}) has policy drop (ip netns exec {ns} nft list ruleset)")
+                if re.search(r"\b(drop|reject)\s*$", line) and self.foreign(ns, table):
+                    return (f"the packet is dropped in {ns}: table {table} chain {chain} has "
+                            f"`{line}` (ip netns exec {ns} nft list ruleset)")
+        return ""
+
+    def no_dnat(self, c: Check, routes: "_Routes") -> str:
+        """A published port the plan DNATs in the namespace that owns the target, whose DNAT
+        rule the kernel lacks."""
+        if not c.port or routes.plan() is None:
+            return ""
+        owner = routes.plan().owner(c.target) if re.match(r"\d+\.", c.target or "") else None
+        if owner is None:
+            return ""
+        ns = owner[0].name
+        want = [line.strip() for line in self.planned().get(ns, "").splitlines()
+                if f"dport {c.port} " in line and "dnat" in line]
+        have = [line for _, _, line in self.rules(ns) if f"dport {c.port} " in line and
+                "dnat" in line]
+        if want and not have:
+            return (f"{ns} has no DNAT rule for dport {c.port}: the plan has `{want[0]}` "
+                    f"(ip netns exec {ns} nft list ruleset)")
+        return ""

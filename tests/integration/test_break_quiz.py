@@ -1,0 +1,124 @@
+"""The break-it exercises as a learner does them, end to end on real labs: `netlab break --random
+--seed N` tells only a symptom, `netlab hint` three times gets stronger, the learner fixes the lab
+by hand with ip, nft or sysctl, and `netlab check` grades it (and writes JUnit); the journal keeps
+the seed, the fault and the time; a seed gives the same exercise again; `down` leaves nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import SCENARIOS, lab_fixture, netlab, requires_root
+from netlab import exercises as E, model
+from netlab.runtime.state import LabState
+
+pytestmark = requires_root
+
+lab = lab_fixture("brkq")
+
+THREE = str(SCENARIOS / "three-node.yaml")
+
+
+def seed_for(the_lab, fault: str) -> tuple[int, str]:
+    """The first seed whose exercise is this fault on this lab (and its target)."""
+    for seed in range(1, 10_000):
+        got, target = E.choose(the_lab, seed)
+        if got == fault:
+            return seed, target
+    raise AssertionError(f"no seed gives {fault}")
+
+
+def until_ok(*args: str, tries: int = 3):
+    """A netlab command that must succeed; on a machine loaded by parallel tests one probe of the
+    verify it runs may time out, so it is asked again (a real fault fails every time)."""
+    for _ in range(tries - 1):
+        proc = netlab(*args, check=False)
+        if proc.returncode == 0:
+            return proc
+    return netlab(*args)
+
+
+def by_hand(cmd: str) -> None:
+    subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, timeout=20)
+
+
+# What a learner types to repair each fault, given the lab and the fault's target.
+FIXES = {
+    "route-deleted": lambda L, t: (f"ip -n {L.node(t).ns} route add "
+                                   f"{L.nodes[(L.nodes.index(L.node(t)) + 1) % 3].pod_cidr} via "
+                                   f"{L.nodes[(L.nodes.index(L.node(t)) + 1) % 3].ip} dev eth0"),
+    "forward-drop": lambda L, t: (f"ip netns exec {L.node(t).ns} nft "
+                                  f"'chain inet filter forward {{ policy accept; }}'"),
+    "ip-forward-off": lambda L, t: f"ip netns exec {L.node(t).ns} sysctl -qw net.ipv4.ip_forward=1",
+    "veth-down": lambda L, t: f"ip -n {L.node(L.pod(t).node).ns} link set {L.pod(t).host_veth} up",
+}
+
+
+@pytest.mark.parametrize("fault", list(FIXES))
+def test_round_trip_break_hint_fix_by_hand_check(lab, fault, tmp_path):
+    netlab("up", THREE, "--name", lab)
+    the_lab = model.load(THREE, lab)
+    seed, target = seed_for(the_lab, fault)
+
+    told = netlab("break", lab, "--random", "--seed", str(seed)).stdout
+    assert "Symptom:" in told and fault not in told and f"seed {seed}" in told
+    record = LabState(lab).journal().faults[-1]
+    assert (record["fault"], record["on"], record["seed"], record["hidden"]) == \
+        (fault, target, seed, True)
+
+    broken = E.fault_of(fault).make(the_lab, target)
+    hints = [netlab("hint", lab).stdout for _ in range(4)]
+    assert "checks fail" in hints[0] and broken.ns not in hints[0].split("for example")[0]
+    assert f"the packet stops in namespace {broken.ns}" in hints[1] and "look with" not in hints[1]
+    assert f"look with: {broken.look}" in hints[2]
+    assert "hint 3 of 3" in hints[3]          # no stronger hint than the third
+
+    assert netlab("check", lab, check=False).returncode == 1    # not fixed yet
+    by_hand(FIXES[fault](the_lab, target))
+    done = until_ok("check", lab, "--junit", str(tmp_path / "grade.xml"))
+    assert f"The fault was {fault} on {target}" in done.stdout and "with 3 hints" in done.stdout
+    finished = LabState(lab).journal()
+    assert finished.faults == [] and finished.finished[-1]["ended"] == "fixed"
+    assert finished.finished[-1]["seconds"] >= 0 and finished.finished[-1]["seed"] == seed
+    root = ET.parse(tmp_path / "grade.xml").getroot()
+    assert root.get("failures") == "0"
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert props["fault"] == fault and props["seed"] == str(seed) and props["hints"] == "3"
+
+
+def test_a_seed_gives_the_same_exercise_and_undo_restores(lab):
+    netlab("up", THREE, "--name", lab)
+    picked = []
+    for _ in range(2):
+        netlab("break", lab, "--random", "--seed", "42")
+        record = LabState(lab).journal().faults[-1]
+        picked.append((record["fault"], record["on"]))
+        netlab("break", lab, "--undo")
+    assert picked[0] == picked[1] == E.choose(model.load(THREE, lab), 42)
+    ended = LabState(lab).journal().finished
+    assert [e["ended"] for e in ended] == ["unfault", "unfault"]
+    assert until_ok("verify", lab, "--json").returncode == 0
+
+
+def test_a_second_fault_is_refused_and_check_grades_a_failure_in_junit(lab, tmp_path):
+    netlab("up", THREE, "--name", lab)
+    netlab("break", lab, "veth-down", "--on", "db")
+    again = netlab("break", lab, "route-deleted", check=False)
+    assert again.returncode == 1 and "already has fault veth-down on db" in again.stderr
+    graded = netlab("check", lab, "--junit", str(tmp_path / "g.xml"), check=False)
+    assert graded.returncode == 1 and "not yet" in graded.stdout
+    root = ET.parse(tmp_path / "g.xml").getroot()
+    assert root.get("failures") == "1"
+    netlab("break", lab, "--undo")
+
+
+def test_undo_after_a_fix_by_hand_skips_what_is_already_back(lab):
+    netlab("up", THREE, "--name", lab)
+    netlab("break", lab, "route-deleted", "--on", "node3")
+    the_lab = model.load(THREE, lab)
+    by_hand(f"ip -n {the_lab.node('node3').ns} route add 10.244.1.0/24 via 192.168.1.11")
+    assert "undid route-deleted on node3" in netlab("break", lab, "--undo").stdout
+    assert until_ok("verify", lab, "--json").returncode == 0
+    assert "nothing to undo" in netlab("break", lab, "--undo").stdout
