@@ -46,6 +46,7 @@ DOCS = [
     "docs/ingress.md",
     "docs/netpol.md",
     "docs/services.md",
+    "docs/troubleshooting.md",
 ]
 # Every lab and hand-made namespace the docs create: checked absent before a doc, and after it.
 LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq", "ingress",
