@@ -188,11 +188,3 @@ def _name_from_path(path: str, where: Where) -> str:
         where.fail((), "the lab has no valid name: add `name: my-lab` at the top")
 
 
-def _name_from_path(path: str, where: Where) -> str:
-    stem = Path(path).stem.lower()
-    try:
-        return check_lab_name(stem)
-    except ValueError:
-        where.fail((), "the lab has no valid name: add `name: my-lab` at the top")
-
-
