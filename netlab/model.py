@@ -186,5 +186,3 @@ def _name_from_path(path: str, where: Where) -> str:
         return check_lab_name(stem)
     except ValueError:
         where.fail((), "the lab has no valid name: add `name: my-lab` at the top")
-
-
