@@ -176,6 +176,17 @@ class NeighAdd:
 
 
 @dataclass(frozen=True)
+class LinkAddress:
+    """Give a link a chosen MAC address (so that permanent neighbour entries can name it)."""
+    ns: str
+    ifname: str
+    mac: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} address {self.mac}"
+
+
+@dataclass(frozen=True)
 class FdbAppend:
     """A VXLAN forwarding entry: frames to `mac` go in UDP to the node at `dst`."""
     ns: str
@@ -201,7 +212,7 @@ class OnlinkRouteAdd:
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
-           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd]
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, LinkAddress]
 
 
 NETEXEC_PY = str(Path(__file__).parent.parent / "netexec.py")

@@ -9,12 +9,14 @@ from __future__ import annotations
 from .checks import ScenarioChecks
 from .docker import Docker
 from .hostgw import HostGw
+from .neighbours import Neighbours
 from .outside import OutsideWorld
 from .pods import Pods
 from .underlay import Underlay
 from .vxlan import Vxlan
 
-FEATURES = (Underlay(), Pods(), ScenarioChecks(), Docker(), HostGw(), Vxlan(), OutsideWorld())
+FEATURES = (Underlay(), Pods(), ScenarioChecks(), Docker(), HostGw(), Vxlan(), OutsideWorld(),
+            Neighbours())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}

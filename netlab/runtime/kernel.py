@@ -406,6 +406,9 @@ class Kernel:
         self.sock(op.ns).neigh("add", dst=op.address, lladdr=op.mac,
                                ifindex=self.index(op.ns, op.dev), state=NUD_PERMANENT)
 
+    def _link_address(self, op: P.LinkAddress) -> None:
+        self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), address=op.mac)
+
     def _fdb_append(self, op: P.FdbAppend) -> None:
         # pyroute2's fdb() adds NUD_NOARP|NUD_PERMANENT and NTF_SELF, as `bridge fdb ... self
         # permanent` does.
@@ -432,6 +435,7 @@ class Kernel:
         P.NeighAdd: _neigh_add,
         P.FdbAppend: _fdb_append,
         P.OnlinkRouteAdd: _onlink_route_add,
+        P.LinkAddress: _link_address,
     }
 
     # ------------------------------------------------------------ observation
@@ -614,6 +618,22 @@ def _fast_route_add(kern: Kernel, op: P.RouteAdd) -> bool:
     return True
 
 
+def _fast_neigh_add(kern: Kernel, op: P.NeighAdd) -> bool:
+    if not _known(kern, (op.ns, op.dev)):
+        return False
+    idx = kern._index[(op.ns, op.dev)]
+    kern._batch.queue(op.ns, lambda seq: nlmsg.neigh_add(seq, idx, op.address, op.mac), op)
+    return True
+
+
+def _fast_link_address(kern: Kernel, op: P.LinkAddress) -> bool:
+    if not _known(kern, (op.ns, op.ifname)):
+        return False
+    idx = kern._index[(op.ns, op.ifname)]
+    kern._batch.queue(op.ns, lambda seq: nlmsg.link_address(seq, idx, op.mac), op)
+    return True
+
+
 # Operations the batch knows how to send; each returns False to take the ordinary path instead.
 _FAST: dict[type, Callable[[Kernel, P.Op], bool]] = {
     P.NetnsAdd: _fast_netns_add,
@@ -622,6 +642,8 @@ _FAST: dict[type, Callable[[Kernel, P.Op], bool]] = {
     P.LinkUp: _fast_link_up,
     P.AddrAdd: _fast_addr_add,
     P.RouteAdd: _fast_route_add,
+    P.NeighAdd: _fast_neigh_add,
+    P.LinkAddress: _fast_link_address,
 }
 # The appliers as shipped: one replaced by another engineer is used as it is, never batched.
 _DEFAULT_APPLIERS = dict(Kernel._appliers)

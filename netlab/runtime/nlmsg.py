@@ -104,6 +104,27 @@ def route_add(seq: int, dst: str, via: str, oif: int) -> bytes:
     return message(RTM_NEWROUTE, CREATE, seq, body)
 
 
+RTM_NEWNEIGH, NDA_DST, NDA_LLADDR, NUD_PERMANENT, IFLA_ADDRESS = 28, 1, 2, 0x80, 1
+NLM_F_REPLACE = 0x100
+_NDMSG = struct.Struct("=BBHiHBB")    # ndmsg: family, pad1, pad2, ifindex, state, flags, type
+
+
+def _mac(mac: str) -> bytes:
+    return bytes(int(b, 16) for b in mac.split(":"))
+
+
+def neigh_add(seq: int, index: int, address: str, mac: str) -> bytes:
+    """ip neigh add ADDRESS lladdr MAC dev DEV nud permanent"""
+    body = _NDMSG.pack(socket.AF_INET, 0, 0, index, NUD_PERMANENT, 0, 0) + \
+        attr(NDA_DST, socket.inet_aton(address)) + attr(NDA_LLADDR, _mac(mac))
+    return message(RTM_NEWNEIGH, CREATE, seq, body)
+
+
+def link_address(seq: int, index: int, mac: str) -> bytes:
+    """ip link set dev DEV address MAC"""
+    return message(RTM_NEWLINK, CHANGE, seq, _ifinfo(index) + attr(IFLA_ADDRESS, _mac(mac)))
+
+
 def acks(data: bytes) -> Iterator[tuple[int, int]]:
     """(seq, errno) of every NLMSG_ERROR in a buffer read from the socket; errno 0 is success."""
     offset = 0
