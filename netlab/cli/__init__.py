@@ -272,8 +272,16 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
                                                     help="Run only this rule (repeatable)."),
            source: Optional[str] = typer.Option(None, "--from", metavar="POD",
                                                 help="Run only the checks from this pod or node."),
+           mesh: bool = typer.Option(False, "--mesh", help="Check every pair, also in a big lab."),
+           sample: Optional[int] = typer.Option(None, "--sample", metavar="N", min=1,
+                                                help="Covering mode with N targets per source "
+                                                     "and node (default above 100 pods: 1)."),
+           verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every check's row."),
            node: Optional[str] = NodeOpt) -> None:
-    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
+    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails.
+
+    Up to 100 pods every pair is checked; above, a covering set: every pod both source and
+    target, every node pair, every rule (--mesh: every pair)."""
     from ..features import RULES
     from ..verify import engine as V
     unknown = [r for r in only or [] if r not in RULES]
@@ -283,7 +291,7 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
     name = state.only_lab(f"{lab}@{node}" if lab and node else lab)
     if "@" in name:   # a node on this host (up --node): its own checks, to pods everywhere
         from . import node as node_cli
-        return _emit_report(node_cli.verify(name, only or ()), as_json, junit)
+        return _emit_report(node_cli.verify(name, only or ()), as_json, junit, verbose)
     if not state.LabState(name).exists():
         raise NetlabError(f"lab {name} is not up: see `netlab status`")
     from ..runtime import running
@@ -292,13 +300,21 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
     if source is not None and source not in names:
         raise NetlabError(f"--from: lab {name} has no pod or node '{source}': use one of "
                           f"{', '.join(names)}")
-    report = V.run(the_lab, V.derive(the_lab, only or (), source))
+    from ..verify import coverage
+    cover = coverage.choose(len(the_lab.pods), mesh, sample)
+    checks = V.derive(the_lab, only or (), source, cover)
+    from .console import progress
+    with progress(f"verify {name}", len(checks) >= PROGRESS_FROM) as tick:
+        report = V.run(the_lab, checks, cover=cover, progress=tick)
     from ..verify import report as R
     R.save(report)
-    _emit_report(report, as_json, junit)
+    _emit_report(report, as_json, junit, verbose)
 
 
-def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:
+PROGRESS_FROM = 1000   # checks (verify) or operations (up): below, no progress bar
+
+
+def _emit_report(report, as_json: bool, junit: Optional[Path], verbose: bool = False) -> None:
     """Print a verify report (table or JSON), write its JUnit file, exit 1 if a check failed."""
     from ..verify import report as V
     if junit is not None:
@@ -310,7 +326,7 @@ def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:
         import json
         sys.stdout.write(json.dumps(V.render_json(report), indent=1) + "\n")
     else:
-        sys.stdout.write(V.render_text(report))
+        sys.stdout.write(V.render_text(report, verbose))
     if report.failed:
         raise typer.Exit(1)
 

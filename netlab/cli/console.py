@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 from rich.console import Console
 from rich.table import Table
@@ -30,3 +32,22 @@ def table(*columns: str) -> Table:
     for c in columns:
         t.add_column(c)
     return t
+
+
+@contextmanager
+def progress(what: str, wanted: bool = True) -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A progress bar on stderr while a long step runs, only on a terminal (nothing on a pipe):
+    yields `tick(done, total)`, or None when there is no bar."""
+    if not wanted or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task(what, total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        yield tick
