@@ -14,13 +14,15 @@ from typing import List, Optional
 
 import typer
 
-from .. import model
 from ..core.errors import EXIT_USAGE, NetlabError
-from ..core.lab import places
 from ..runtime import state
 from .console import need_root, out, table as _table
 
+# Imported where a command needs them (a command pays only for what it uses: `--help` and
+# `status` stay fast): model (pydantic and every feature), runtime.kernel (pyroute2), rich tables.
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # plain click help: rich's formatter costs 0.05 s per run
                   help="Real Linux network labs from a scenario file, proven with real packets.")
 
 ScenarioArg = typer.Argument(None, metavar="[SCENARIO]", show_default=False,
@@ -44,6 +46,7 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
        as_json: bool = JsonOpt, node: Optional[str] = NodeOpt,
        underlay: str = UnderlayOpt) -> None:
     """Build a lab in the kernel from a scenario (idempotent: a lab that is up is left as it is)."""
+    from .. import model
     lab = model.load(scenario, name)
     need_root("up")
     from ..runtime import lifecycle, preflight
@@ -135,13 +138,10 @@ def status(as_json: bool = JsonOpt) -> None:
     for name in state.labs():
         info = state.LabState(name).info()
         try:
-            from ..runtime import running
-            lab = running.load_up(name)
-            spaces = lab.namespaces if "@" not in name else tuple(p.ns for p in lab.pods)
+            nodes, pods, spaces = _counts(name, info)
             present = sum(os.path.exists(f"/run/netns/{ns}") for ns in spaces)
-            rows.append({"lab": name, "source": lab.source, "nodes": len(lab.nodes),
-                         "pods": len(lab.pods),
-                         "namespaces": f"{present}/{len(spaces)}",
+            rows.append({"lab": name, "source": info.get("source", "?"), "nodes": nodes,
+                         "pods": pods, "namespaces": f"{present}/{len(spaces)}",
                          "complete": state.LabState(name).journal().complete,
                          "age_s": int(time.time() - info.get("created", time.time()))})
         except NetlabError:
@@ -160,10 +160,23 @@ def status(as_json: bool = JsonOpt) -> None:
     out.print(table)
 
 
+def _counts(name: str, info: dict) -> tuple[int, int, list[str]]:
+    """A lab's nodes, pods and namespaces: from its record when `up` wrote them there (no
+    parsing), else from its scenario parsed again."""
+    summary = info.get("summary")
+    if summary is not None:
+        return summary["nodes"], summary["pods"], summary["namespaces"]
+    from ..runtime import running
+    lab = running.load_up(name)
+    spaces = lab.namespaces if "@" not in name else tuple(p.ns for p in lab.pods)
+    return len(lab.nodes), len(lab.pods), list(spaces)
+
+
 @app.command(name="plan")
 def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
              node: Optional[str] = NodeOpt, underlay: str = UnderlayOpt) -> None:
     """Print the iproute2 commands that `up` performs, as a runnable shell script (no root)."""
+    from .. import model
     lab = model.load(scenario, name)
     if node is not None and node not in [n.name for n in lab.nodes]:
         raise NetlabError(f"--node {node}: lab {lab.name} has no node '{node}': use one of "
@@ -189,6 +202,7 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
         name, target, command = state.only_lab(None), args[0], args[1:]
     ns = _target_ns(name, target)
     if ns is None:
+        from ..core.lab import places
         from ..runtime import running
         known = ", ".join(p.name for p in places(running.load_up(name)))
         raise NetlabError(f"lab {name} has no pod or node '{target}': use one of {known}")
@@ -205,6 +219,7 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
 
 
 def _target_ns(name: str, target: str) -> Optional[str]:
+    from ..core.lab import places
     from ..runtime import running
     try:
         lab = running.load_up(name)
@@ -296,6 +311,7 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
         raise NetlabError(f"lab {name} is not up: see `netlab status`")
     from ..runtime import running
     the_lab = running.load_up(name)
+    from ..core.lab import places
     names = [p.name for p in places(the_lab)]
     if source is not None and source not in names:
         raise NetlabError(f"--from: lab {name} has no pod or node '{source}': use one of "
@@ -331,7 +347,7 @@ def _emit_report(report, as_json: bool, junit: Optional[Path], verbose: bool = F
         raise typer.Exit(1)
 
 
-def _up_node(lab: model.Lab, node: str, underlay: str, as_json: bool) -> None:
+def _up_node(lab, node: str, underlay: str, as_json: bool) -> None:
     from . import node as node_cli
     node_cli.up(lab, node, underlay, as_json)
 

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from rich.console import Console
-from rich.table import Table
 
 from ..core.errors import NetlabError
 
@@ -27,7 +26,8 @@ def need_root(command: str) -> None:
                           f"run it with sudo (sudo netlab {command} ...)")
 
 
-def table(*columns: str) -> Table:
+def table(*columns: str):
+    from rich.table import Table
     t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for c in columns:
         t.add_column(c)

@@ -57,7 +57,8 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
         if taken:
             raise K.NetnsExists(taken[0])
         ops = plan.build(lab)
-        state.begin(lab.source, lab.text)
+        state.begin(lab.source, lab.text, {"nodes": len(lab.nodes), "pods": len(lab.pods),
+                                           "namespaces": list(lab.namespaces)})
         transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel)
         result.operations = len(ops)
         return result
