@@ -54,7 +54,17 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
     if node is not None:
         return _up_node(lab, node, underlay, as_json)
     started = time.monotonic()
-    result = lifecycle.up(lab)
+    from .console import progress
+    ops_guess = 6 * len(lab.pods) + 10 * len(lab.nodes)
+    try:
+        with progress(f"up {lab.name}", ops_guess >= PROGRESS_FROM) as tick:
+            result = lifecycle.up(lab, progress=tick)
+    except lifecycle.Interrupted as e:
+        # Ctrl-C: the transaction has rolled back; say what, and exit as a shell does on SIGINT.
+        print(f"netlab: interrupted: rolled back {e.what}: removed {len(e.undone.namespaces)} "
+              f"namespaces, stopped {e.undone.processes} processes; nothing of it is left",
+              file=sys.stderr)
+        raise typer.Exit(130)
     took = time.monotonic() - started
     if as_json:
         out.print_json(data={"lab": lab.name, "already_up": result.already_up,

@@ -7,8 +7,10 @@ removes the namespaces: the journal's, plus those that bear the lab's mark (afte
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 from .. import plan
 from ..core.errors import KernelError
@@ -16,6 +18,14 @@ from ..core.lab import Lab
 from . import kernel as K
 from . import workloads
 from .state import LabState
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `up`: everything made so far was removed; `undone` says what."""
+
+    def __init__(self, what: str, undone: "DownResult"):
+        super().__init__(what)
+        self.what, self.undone = what, undone
 
 
 UP_LOCK_WAIT = 60.0  # seconds an `up` waits for another command on the same lab
@@ -36,7 +46,9 @@ class DownResult:
     processes: int = 0
 
 
-def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
+def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel,
+       progress: Optional[Callable[[int, int], None]] = None) -> UpResult:
+    """Bring `lab` up as a transaction; `progress(done, total)` hears of the operations applied."""
     state = LabState(lab.name)
     # A second `up` of the same lab waits for the first (then finds it up); refused after a while.
     with state.lock(timeout=UP_LOCK_WAIT):
@@ -59,18 +71,23 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
         ops = plan.build(lab)
         state.begin(lab.source, lab.text, {"nodes": len(lab.nodes), "pods": len(lab.pods),
                                            "namespaces": list(lab.namespaces)})
-        transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel)
+        transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel, progress)
         result.operations = len(ops)
         return result
 
 
 def transaction(state: LabState, ops: list, what: str, apply: Callable, teardown: Callable,
-                make_kernel: Callable[[], K.Kernel] = K.Kernel) -> None:
+                make_kernel: Callable[[], K.Kernel] = K.Kernel,
+                progress: Optional[Callable[[int, int], None]] = None) -> None:
     """Apply `ops` in order with `apply(kern, state, op)`; on any failure (or Ctrl-C) undo all with
-    `teardown(state)` and raise an error naming the step; on success record the lab complete."""
+    `teardown(state)` and raise an error naming the step (Ctrl-C: Interrupted, saying what was
+    undone); on success record the lab complete."""
+    every = max(1, len(ops) // 200)
     try:
         with make_kernel() as kern:
             for step, op in enumerate(ops, 1):
+                if progress is not None and step % every == 0:
+                    progress(step, len(ops))
                 try:
                     apply(kern, state, op)
                     if step == len(ops):
@@ -80,11 +97,24 @@ def transaction(state: LabState, ops: list, what: str, apply: Callable, teardown
                     raise KernelError(f"up of {what} failed at step {step} of {len(ops)}: "
                                       f"{e.message}; everything it made was removed") from None
         state.record("complete")
+    except KeyboardInterrupt:
+        # A second Ctrl-C must not cut the rollback short.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            undone = teardown(state)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        raise Interrupted(what, undone) from None
     except BaseException:
         teardown(state)
         raise
     finally:
         state.close()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
