@@ -77,7 +77,7 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
         out.print(f"lab {lab.name} is up: {len(lab.nodes)} nodes, {len(lab.pods)} pods, "
                   f"{result.operations} operations in {took:.2f}s{note}")
     from . import showing as S
-    S.render(lab)
+    S.render(lab, full=len(lab.pods) < S.SUMMARY_FROM)
     out.print(f"\nNext: sudo netlab verify {lab.name}    "
               f"sudo netlab exec {lab.name} {lab.pods[0].name if lab.pods else lab.nodes[0].name} "
               f"-- ip addr    sudo netlab down {lab.name}")

@@ -40,7 +40,7 @@ def test_big_lab_summary_and_covering_verify(tmp_path, lab):
     path.write_text(scenario(4, 40, netexec=True, name=lab))     # 160 pods: covering mode
     up = netlab("up", str(path), timeout=300)
     assert len(up.stdout.splitlines()) < 40
-    assert "pods per node" in up.stdout and "netlab show" in up.stdout
+    assert "pods (40 per node)" in up.stdout and "netlab show" in up.stdout
     shown = netlab("show", lab).stdout
     assert f"{lab}-p4-40" in shown
     text = netlab("verify", lab, timeout=300)
