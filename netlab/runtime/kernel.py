@@ -15,8 +15,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+import sys
 
 from . import nlmsg
 from ..core import ops as P
@@ -31,6 +30,22 @@ NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+# pyroute2 is imported on first use: it costs ~0.15 s a command, and `up` of a fresh lab never
+# needs it (its batch speaks netlink itself, nlmsg.py), nor do `status`, `down` or `verify`.
+def IPRoute():
+    from pyroute2 import IPRoute as _IPRoute
+    return _IPRoute()
+
+
+class _NotRaised(Exception):
+    """Stands for pyroute2's NetlinkError while pyroute2 is not imported (so none was raised)."""
+
+
+def _netlink_error() -> type:
+    mod = sys.modules.get("pyroute2.netlink.exceptions")
+    return mod.NetlinkError if mod is not None else _NotRaised
 
 
 def _check(result: int, what: str) -> None:
@@ -332,7 +347,7 @@ class Kernel:
             applier(self, op)
         except BatchError as e:
             raise StepFailed(e.op, os.strerror(e.errno)) from None
-        except NetlinkError as e:
+        except _netlink_error() as e:
             raise KernelError(f"`{op.ip().splitlines()[0]}` failed: {os.strerror(e.code)}") from None
         except OSError as e:
             raise KernelError(f"`{op.ip().splitlines()[0]}` failed: {e.strerror or e}") from None
@@ -465,7 +480,7 @@ def _nsids(sock: IPRoute, namespaces: list[str]) -> dict[int, str]:
             continue
         try:
             nsid = (sock.get_netnsid(fd=fd) or {}).get("nsid")
-        except NetlinkError:
+        except _netlink_error():
             nsid = None
         finally:
             os.close(fd)
@@ -543,7 +558,7 @@ def route_get(ns: str, dst: str) -> dict:
         sock = kern.sock(ns)
         try:
             r = sock.route("get", dst=dst)[0]
-        except NetlinkError as e:
+        except _netlink_error() as e:
             return {"error": os.strerror(e.code)}
         names = {l["index"]: l.get_attr("IFLA_IFNAME") for l in sock.get_links()}
         return {"dev": names.get(r.get_attr("RTA_OIF")), "gateway": r.get_attr("RTA_GATEWAY"),
@@ -662,20 +677,21 @@ def missing_link_kinds(kinds: list[str]) -> list[str]:
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
         try:
-            sock = IPRoute()
+            sock = open_socket()     # a plain netlink socket: no pyroute2 import for this
         finally:
             _setns(home)
     finally:
         os.close(home)
-    extra = {"veth": {"peer": {"ifname": "probe-peer"}}, "vxlan": {"vxlan_id": 42, "vxlan_port": 4789}}
     missing = []
     with sock:
         for i, kind in enumerate(kinds):
-            try:
-                sock.link("add", ifname=f"probe{i}", kind=kind, **extra.get(kind, {}))
-            except NetlinkError as e:
-                if e.code == errno.EOPNOTSUPP:
-                    missing.append(kind)
+            sock.sendall(nlmsg.kind_add(i + 1, f"probe{i}", kind))
+            answer = None
+            while answer is None:
+                answer = next((code for seq, code in nlmsg.acks(sock.recv(1 << 16))
+                               if seq == i + 1), None)
+            if answer == errno.EOPNOTSUPP:
+                missing.append(kind)
     return missing
 
 
@@ -721,7 +737,7 @@ def here_delete_route(dst: str, via: str, dev: str) -> None:
             return
         try:
             sock.route("del", dst=dst, gateway=via, oif=found[0])
-        except NetlinkError as e:
+        except _netlink_error() as e:
             if e.code != 3:   # ESRCH: already gone
                 raise
 

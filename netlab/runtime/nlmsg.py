@@ -66,6 +66,13 @@ def bridge_add(seq: int, ifname: str, index: int) -> bytes:
     return message(RTM_NEWLINK, CREATE, seq, _ifinfo(index) + _str(IFLA_IFNAME, ifname) + linkinfo)
 
 
+def kind_add(seq: int, ifname: str, kind: str) -> bytes:
+    """ip link add IFNAME type KIND, with nothing else: enough to learn whether the kernel knows
+    the kind (EOPNOTSUPP when it does not)."""
+    linkinfo = attr(IFLA_LINKINFO, _str(IFLA_INFO_KIND, kind))
+    return message(RTM_NEWLINK, CREATE, seq, _ifinfo() + _str(IFLA_IFNAME, ifname) + linkinfo)
+
+
 def veth_add(seq: int, ifname: str, index: int, peer: str, peer_index: int, peer_nsfd: int) -> bytes:
     """ip link add IFNAME type veth peer name PEER netns PEER_NS, both ifindexes chosen."""
     peer_info = _ifinfo(peer_index) + _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_nsfd)
