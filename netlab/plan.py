@@ -13,6 +13,7 @@ from .core.ops import (HERE, MARK, AddrAdd, BridgeAdd, FdbAppend, LinkAddress, L
                        NeighAdd,
                        NetnsAdd, NftApply, OnlinkRouteAdd, Op, RouteAdd, Spawn, Sysctl, VethAdd,
                        VxlanAdd, argv_of, script)
+from .core import servers
 from .features import FEATURES
 
 __all__ = ["build", "build_node", "node_key", "script", "HERE", "MARK", "Op", "AddrAdd",
@@ -26,7 +27,8 @@ def build(lab: Lab) -> list[Op]:
     for phase in PHASES:
         for feature in FEATURES:
             ops += feature.ops(lab, phase)
-    return ops
+    # A big lab's single-server pods share one server process per node (core/servers.py).
+    return servers.coalesce(lab, ops)
 
 
 def node_key(lab: str, node: str) -> str:
