@@ -7,6 +7,7 @@ brings its probe and judge (Feature.probes). Probes run concurrently on a bounde
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import time
@@ -40,8 +41,8 @@ def derive(lab: Lab, only: Iterable[str] = (), source: Optional[str] = None,
 
 
 def _derive_rule(rule, lab: Lab, cover: Cover) -> list[Check]:
-    # Rules that choose pairs (features/pods.py) take the mode; the others check everything.
-    return rule(lab, cover) if rule.__code__.co_argcount >= 2 else rule(lab)
+    # Rules that choose pairs (features/pods.py) take the mode as `cover`; the others check all.
+    return rule(lab, cover=cover) if "cover" in inspect.signature(rule).parameters else rule(lab)
 
 
 def pairs(checks: list[Check]) -> int:
