@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .. import plan
+from ..core import ops as P
 from ..core.errors import KernelError
 from ..core.lab import Lab
 from . import kernel as K
@@ -68,6 +68,7 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel,
         taken = [ns for ns in lab.namespaces if K.netns_exists(ns)]
         if taken:
             raise K.NetnsExists(taken[0])
+        from .. import plan   # the features and their schemas: only `up` needs them
         ops = plan.build(lab)
         state.begin(lab.source, lab.text, {"nodes": len(lab.nodes), "pods": len(lab.pods),
                                            "namespaces": list(lab.namespaces)})
@@ -117,8 +118,8 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
-    if isinstance(op, plan.NetnsAdd):
+def _apply(kern: K.Kernel, state: LabState, op: P.Op) -> None:
+    if isinstance(op, P.NetnsAdd):
         state.record(f"netns {op.ns}")  # write-ahead: recorded before it exists
         try:
             kern.apply(op)
@@ -126,7 +127,7 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
             state.record(f"forget {op.ns}")  # somebody else's: never ours to remove
             raise
         return
-    if isinstance(op, plan.Spawn):
+    if isinstance(op, P.Spawn):
         flush(kern)  # the pod's links and addresses are in place before its process starts
         pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
