@@ -10,14 +10,14 @@ from __future__ import annotations
 from .core.feature import PHASES
 from .core.lab import Lab
 from .core.ops import (HERE, MARK, AddrAdd, BridgeAdd, FdbAppend, LinkAddress, LinkMtu, LinkUp,
-                       NeighAdd,
+                       NeighAdd, NeighPermanent,
                        NetnsAdd, NftApply, OnlinkRouteAdd, Op, RouteAdd, Spawn, Sysctl, VethAdd,
                        VxlanAdd, argv_of, script)
 from .core import servers
 from .features import FEATURES
 
 __all__ = ["build", "build_node", "node_key", "script", "HERE", "MARK", "Op", "AddrAdd",
-           "BridgeAdd", "FdbAppend", "LinkAddress", "LinkMtu", "LinkUp", "NeighAdd", "NetnsAdd", "NftApply",
+           "BridgeAdd", "FdbAppend", "LinkAddress", "LinkMtu", "LinkUp", "NeighAdd", "NeighPermanent", "NetnsAdd", "NftApply",
            "OnlinkRouteAdd", "RouteAdd", "Spawn", "Sysctl", "VethAdd", "VxlanAdd", "argv_of"]
 
 

@@ -176,6 +176,21 @@ class NeighAdd:
 
 
 @dataclass(frozen=True)
+class NeighPermanent:
+    """Permanent neighbour entries in one namespace, (dev, address, mac) each: `ip neigh replace
+    ... nud permanent`, several in one `ip -batch` (features/neighbours.py)."""
+    ns: str
+    entries: tuple[tuple[str, str, str], ...]
+
+    def ip(self) -> str:
+        lines = [f"neigh replace {a} lladdr {m} dev {_q(d)} nud permanent"
+                 for d, a, m in self.entries]
+        if len(lines) == 1:
+            return f"ip {_n(self.ns)}{lines[0]}"
+        return f"ip {_n(self.ns)}-batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"
+
+
+@dataclass(frozen=True)
 class LinkAddress:
     """Give a link a chosen MAC address (so that permanent neighbour entries can name it)."""
     ns: str
@@ -212,7 +227,8 @@ class OnlinkRouteAdd:
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
-           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, LinkAddress]
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, LinkAddress,
+           NeighPermanent]
 
 
 NETEXEC_PY = str(Path(__file__).parent.parent / "netexec.py")

@@ -7,7 +7,7 @@ namespace, which netlab never changes. Past gc_thresh3 a new entry cannot be mad
 arp_cache: neighbor table overflow!" in the kernel log, `table_fulls` in
 /proc/net/stat/arp_cache) and the packet that needed it is dropped: a healthy lab of 100 pods then
 fails verify at random, depending on what else holds entries at that moment. Permanent entries
-(`ip neigh add ... nud permanent`) are not counted against the thresholds (the kernel keeps them
+(`ip neigh replace ... nud permanent`) are not counted against the thresholds (the kernel keeps them
 off its gc list; measured: 100,000 of them in one namespace and dynamic ARP still works elsewhere),
 which is what Mininet's `--arp` does for the same reason.
 
@@ -36,7 +36,7 @@ from typing import Any, Literal, Optional
 
 from ..core.feature import Feature
 from ..core.lab import Lab
-from ..core.ops import LinkAddress, NeighAdd
+from ..core.ops import LinkAddress, NeighPermanent
 
 GC_THRESH3 = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
 ARP_STAT = "/proc/net/stat/arp_cache"
@@ -171,16 +171,19 @@ def static_ops(lab: Lab) -> list:
     on_node: dict[str, list] = {}
     for p in pods:
         on_node.setdefault(p.node, []).append(p)
+    entries: dict[str, list] = {}
     for n in lab.nodes:
-        ops += [NeighAdd(n.ns, "cni0", p.ip, mac_of(p.ip)) for p in on_node.get(n.name, [])]
-        ops += [NeighAdd(n.ns, "eth0", m.ip, mac_of(m.ip, UNDERLAY_PREFIX))
-                for m in lab.nodes if m is not n and m.segment == n.segment]
+        mine = entries.setdefault(n.ns, [])
+        mine += [("cni0", p.ip, mac_of(p.ip)) for p in on_node.get(n.name, [])]
+        mine += [("eth0", m.ip, mac_of(m.ip, UNDERLAY_PREFIX))
+                 for m in lab.nodes if m is not n and m.segment == n.segment]
         if lab.router_ns:
             router = lab.router_ips[n.segment]
-            ops += [NeighAdd(n.ns, "eth0", router, mac_of(router, UNDERLAY_PREFIX)),
-                    NeighAdd(lab.router_ns, f"eth{n.segment}", n.ip, mac_of(n.ip, UNDERLAY_PREFIX))]
+            mine.append(("eth0", router, mac_of(router, UNDERLAY_PREFIX)))
+            entries.setdefault(lab.router_ns, []).append(
+                (f"eth{n.segment}", n.ip, mac_of(n.ip, UNDERLAY_PREFIX)))
     for p in pods:
         gw = lab.node(p.node).gateway
-        ops.append(NeighAdd(p.ns, "eth0", gw, mac_of(gw)))
-        ops += [NeighAdd(p.ns, "eth0", q.ip, mac_of(q.ip)) for q in on_node[p.node] if q is not p]
-    return ops
+        entries[p.ns] = [("eth0", gw, mac_of(gw))] + [("eth0", q.ip, mac_of(q.ip))
+                                                     for q in on_node[p.node] if q is not p]
+    return ops + [NeighPermanent(ns, tuple(e)) for ns, e in entries.items() if e]

@@ -421,6 +421,11 @@ class Kernel:
         self.sock(op.ns).neigh("add", dst=op.address, lladdr=op.mac,
                                ifindex=self.index(op.ns, op.dev), state=NUD_PERMANENT)
 
+    def _neigh_permanent(self, op: P.NeighPermanent) -> None:
+        for dev, address, mac in op.entries:
+            self.sock(op.ns).neigh("replace", dst=address, lladdr=mac,
+                                   ifindex=self.index(op.ns, dev), state=NUD_PERMANENT)
+
     def _link_address(self, op: P.LinkAddress) -> None:
         self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), address=op.mac)
 
@@ -451,6 +456,7 @@ class Kernel:
         P.FdbAppend: _fdb_append,
         P.OnlinkRouteAdd: _onlink_route_add,
         P.LinkAddress: _link_address,
+        P.NeighPermanent: _neigh_permanent,
     }
 
     # ------------------------------------------------------------ observation
@@ -641,6 +647,16 @@ def _fast_neigh_add(kern: Kernel, op: P.NeighAdd) -> bool:
     return True
 
 
+def _fast_neigh_permanent(kern: Kernel, op: P.NeighPermanent) -> bool:
+    if not _known(kern, *{(op.ns, dev) for dev, _, _ in op.entries}):
+        return False
+    for dev, address, mac in op.entries:
+        idx = kern._index[(op.ns, dev)]
+        kern._batch.queue(op.ns, lambda seq, idx=idx, a=address, m=mac:
+                          nlmsg.neigh_add(seq, idx, a, m, replace=True), op)
+    return True
+
+
 def _fast_link_address(kern: Kernel, op: P.LinkAddress) -> bool:
     if not _known(kern, (op.ns, op.ifname)):
         return False
@@ -659,6 +675,7 @@ _FAST: dict[type, Callable[[Kernel, P.Op], bool]] = {
     P.RouteAdd: _fast_route_add,
     P.NeighAdd: _fast_neigh_add,
     P.LinkAddress: _fast_link_address,
+    P.NeighPermanent: _fast_neigh_permanent,
 }
 # The appliers as shipped: one replaced by another engineer is used as it is, never batched.
 _DEFAULT_APPLIERS = dict(Kernel._appliers)

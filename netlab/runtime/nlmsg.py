@@ -120,11 +120,12 @@ def _mac(mac: str) -> bytes:
     return bytes(int(b, 16) for b in mac.split(":"))
 
 
-def neigh_add(seq: int, index: int, address: str, mac: str) -> bytes:
-    """ip neigh add ADDRESS lladdr MAC dev DEV nud permanent"""
+def neigh_add(seq: int, index: int, address: str, mac: str, replace: bool = False) -> bytes:
+    """ip neigh add (or replace) ADDRESS lladdr MAC dev DEV nud permanent"""
     body = _NDMSG.pack(socket.AF_INET, 0, 0, index, NUD_PERMANENT, 0, 0) + \
         attr(NDA_DST, socket.inet_aton(address)) + attr(NDA_LLADDR, _mac(mac))
-    return message(RTM_NEWNEIGH, CREATE, seq, body)
+    flags = (NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE) if replace else CREATE
+    return message(RTM_NEWNEIGH, flags, seq, body)
 
 
 def link_address(seq: int, index: int, mac: str) -> bytes:

@@ -5,7 +5,7 @@ import struct
 
 from bench.gen import scenario
 from netlab import model, plan
-from netlab.core.ops import LinkAddress, NeighAdd
+from netlab.core.ops import LinkAddress, NeighPermanent
 from netlab.features import neighbours as N
 from netlab.runtime import nlmsg
 
@@ -32,24 +32,26 @@ def test_choice_by_half_of_gc_thresh3():
 def test_small_lab_keeps_arp_and_plan_unchanged():
     small = lab(3, 2)
     assert not small.neighbours.static
-    assert not [op for op in plan.build(small) if isinstance(op, (NeighAdd, LinkAddress))]
+    assert not [op for op in plan.build(small) if isinstance(op, (NeighPermanent, LinkAddress))]
 
 
 def test_always_plans_an_entry_per_on_link_neighbour():
     small = lab(2, 3, "  staticNeighbours: always")
     ops = plan.build(small)
-    neigh = [op for op in ops if isinstance(op, NeighAdd)]
+    neigh = [(op.ns, e) for op in ops if isinstance(op, NeighPermanent) for e in op.entries]
     assert len(neigh) == small.neighbours.entries == small.neighbours.estimate
     p = small.pods[0]
     node = small.node(p.node)
-    mine = {(op.address, op.mac) for op in neigh if op.ns == p.ns}
+    mine = {(a, m) for ns, (_, a, m) in neigh if ns == p.ns}
     assert (node.gateway, N.mac_of(node.gateway)) in mine
     assert {q.ip for q in small.pods_on(p.node) if q is not p} <= {a for a, _ in mine}
     assert LinkAddress(p.ns, "eth0", N.mac_of(p.ip)) in ops
     # every MAC an entry names is given to a link before the entries
     macs = {op.mac for op in ops if isinstance(op, LinkAddress)}
-    assert {op.mac for op in neigh} <= macs
-    assert "nud permanent" in neigh[0].ip()
+    assert {m for _, (_, _, m) in neigh} <= macs
+    one = next(op for op in ops if isinstance(op, NeighPermanent) and op.ns == p.ns)
+    assert one.ip().startswith(f"ip -n {p.ns} -batch - <<'EOF'\nneigh replace ") and \
+        "nud permanent" in one.ip()
 
 
 def test_table_fulls_sums_every_cpu(tmp_path):
