@@ -115,3 +115,27 @@ def test_full_neighbour_table_is_the_reason_verify_gives(tmp_path, labs):
     assert data["table_full"] > 0
     # permanent entries need no room in the table: the same lab with them passes meanwhile
     assert code_static == 0 and data_static["failed"] == 0, data_static["results"]
+
+
+def neighbours_of(ns: str) -> list:
+    out = subprocess.run(["ip", "-j", "-n", ns, "neigh", "show", "nud", "permanent"],
+                         capture_output=True, text=True, check=True).stdout
+    import json
+    return sorted((n["dst"], n["dev"], n["lladdr"]) for n in json.loads(out or "[]"))
+
+
+def test_plan_script_makes_the_same_permanent_entries_as_up(tmp_path, labs, unrecorded_lab):
+    by_up, by_script = unique_name("scl-nu"), unique_name("scl-ns")
+    labs += [by_up, by_script]
+    netlab("up", str(_scenario(tmp_path, by_up, 2, 3, static="always")))
+    text = netlab("plan", str(_scenario(tmp_path, by_script, 2, 3, static="always"))).stdout
+    script = tmp_path / "lab.sh"
+    script.write_text(text)
+    run = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for suffix in ("p1-1", "p2-3", "n1", "n2"):
+        made = neighbours_of(f"{by_up}-{suffix}")
+        assert made and made == neighbours_of(f"{by_script}-{suffix}")
+    links = subprocess.run(["ip", "-n", f"{by_up}-p1-2", "link", "show", "eth0"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "0a:58:0a:00:01:03" in links       # the MAC the other pods' entries name
