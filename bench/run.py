@@ -91,27 +91,50 @@ def run_netlab(scenario: str, name: str, verify: bool, mesh: bool = False) -> di
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             cwd=ROOT, env={**os.environ, "NETLAB_BENCH_HOLD": "1"})
     result: dict = {}
+    lines: list[str] = []
     try:
         first = _readline(proc, 900)
+        lines.append(first)
         if '"ready"' in first:
             result.update(verify_seconds(name, mesh))
-        rest, _ = proc.communicate("\n", timeout=900)
-        lines = (first + rest).strip().splitlines()
-        result = {**json.loads(lines[-1]), **result}
-    except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            line = _readline(proc, max(1.0, deadline - time.monotonic()))
+            if not line:
+                break
+            lines.append(line)
+        proc.wait(timeout=60)
+        result = {**json.loads([l for l in lines if l.strip()][-1]), **result}
+    except (subprocess.TimeoutExpired, ValueError, IndexError, OSError) as e:
         proc.kill()
         proc.wait()
         _netlab("down", name, timeout=300)
-        result["error"] = f"netlab up/down did not finish: {type(e).__name__}"
+        result["error"] = f"netlab up/down did not finish: {type(e).__name__}: {e}; " \
+                          f"its output: {''.join(lines)[-300:]!r}"
     result.setdefault("verify_s", None)
     return result
 
 
 def _readline(proc: subprocess.Popen, timeout: float) -> str:
-    """The child's first line, or "" after `timeout` seconds (never a wait without end)."""
-    import select
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    return proc.stdout.readline() if ready else ""
+    """The child's next line, "" at its end or after `timeout` seconds (never a wait without
+    end): a thread reads the pipe into a queue, so buffered lines are never missed."""
+    import queue
+    import threading
+    lines = getattr(proc, "_bench_lines", None)
+    if lines is None:
+        lines = proc._bench_lines = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put("")
+        threading.Thread(target=pump, daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return ""
 
 
 # ---------------------------------------------------------------- hooks and the others
