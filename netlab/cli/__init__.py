@@ -144,42 +144,8 @@ def show(lab: Optional[str] = LabArg, as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(as_json: bool = JsonOpt) -> None:
     """List the labs that are up."""
-    rows = []
-    for name in state.labs():
-        info = state.LabState(name).info()
-        try:
-            nodes, pods, spaces = _counts(name, info)
-            present = sum(os.path.exists(f"/run/netns/{ns}") for ns in spaces)
-            rows.append({"lab": name, "source": info.get("source", "?"), "nodes": nodes,
-                         "pods": pods, "namespaces": f"{present}/{len(spaces)}",
-                         "complete": state.LabState(name).journal().complete,
-                         "age_s": int(time.time() - info.get("created", time.time()))})
-        except NetlabError:
-            rows.append({"lab": name, "source": info.get("source", "?"), "nodes": 0, "pods": 0,
-                         "namespaces": "?", "complete": False, "age_s": 0})
-    if as_json:
-        out.print_json(data=rows)
-        return
-    if not rows:
-        out.print("no lab is up")
-        return
-    table = _table("LAB", "SCENARIO", "NODES", "PODS", "NAMESPACES", "STATE", "AGE")
-    for r in rows:
-        table.add_row(r["lab"], r["source"], str(r["nodes"]), str(r["pods"]), r["namespaces"],
-                      "up" if r["complete"] else "incomplete", f"{r['age_s']}s")
-    out.print(table)
-
-
-def _counts(name: str, info: dict) -> tuple[int, int, list[str]]:
-    """A lab's nodes, pods and namespaces: from its record when `up` wrote them there (no
-    parsing), else from its scenario parsed again."""
-    summary = info.get("summary")
-    if summary is not None:
-        return summary["nodes"], summary["pods"], summary["namespaces"]
-    from ..runtime import running
-    lab = running.load_up(name)
-    spaces = lab.namespaces if "@" not in name else tuple(p.ns for p in lab.pods)
-    return len(lab.nodes), len(lab.pods), list(spaces)
+    from ..view.status import status as show_status
+    show_status(as_json)
 
 
 @app.command(name="plan")
