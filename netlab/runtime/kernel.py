@@ -207,6 +207,15 @@ def mark(ns: str) -> Optional[str]:
     return found[0] if found else None
 
 
+def marks(namespaces: list[str]) -> dict[str, Optional[str]]:
+    """mark() of many namespaces, read in one thread of its own (a thread each costs ~2 ms)."""
+    found: dict[str, Optional[str]] = {}
+    reader = threading.Thread(target=lambda: found.update((ns, _read_mark(ns)) for ns in namespaces))
+    reader.start()
+    reader.join()
+    return found
+
+
 def _read_mark(ns: str) -> Optional[str]:
     try:
         with inside(ns):

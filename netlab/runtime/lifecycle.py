@@ -164,12 +164,13 @@ def lab_namespaces(state: LabState) -> list[str]:
     made a namespace of that name since, it bears no mark of this lab and is left alone. A plain
     file under /run/netns (killed before the mount) is no namespace and goes.
     """
-    names = [ns for ns in state.journal().namespaces
-             if K.is_unmounted_file(ns) or (K.netns_exists(ns) and K.mark(ns) == state.lab)]
+    journal = state.journal().namespaces
     prefix = state.lab + "-"
-    for ns in K.list_netns():
-        if ns.startswith(prefix) and ns not in names and K.mark(ns) == state.lab:
-            names.append(ns)
+    known = set(journal)
+    others = [ns for ns in K.list_netns() if ns.startswith(prefix) and ns not in known]
+    marked = K.marks([ns for ns in journal if K.netns_exists(ns)] + others)
+    names = [ns for ns in journal if K.is_unmounted_file(ns) or marked.get(ns) == state.lab]
+    names += [ns for ns in others if marked.get(ns) == state.lab and ns not in names]
     return names
 
 
