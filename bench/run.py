@@ -208,15 +208,23 @@ def run_script(scenario: str, name: str, workdir: str) -> dict:
     undo.write_text("for ns in " + " ".join(spaces) + "; do ip netns pids $ns; done | "
                     "xargs -r kill -9\n" + "ip -batch - <<'EOF'\n" +
                     "".join(f"netns del {ns}\n" for ns in spaces) + "EOF\n")
-    started = time.perf_counter()
+    # A lab built by a script has no netlab record, so a `netlab clean` elsewhere would take it:
+    # hold the lock the test suite's clean takes exclusively (tests/conftest.py), shared.
+    import fcntl
+    lock = os.open("/tmp/netlab-tests-clean.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_SH)
     try:
-        proc = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        proc = None
-    up_s = time.perf_counter() - started
-    started = time.perf_counter()
-    subprocess.run(["sh", str(undo)], capture_output=True, text=True, timeout=300)
-    down_s = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            proc = None
+        up_s = time.perf_counter() - started
+        started = time.perf_counter()
+        subprocess.run(["sh", str(undo)], capture_output=True, text=True, timeout=300)
+        down_s = time.perf_counter() - started
+    finally:
+        os.close(lock)
     _netlab("down", name, timeout=300)     # its state, and anything the script left
     if proc is None or proc.returncode != 0:
         return {"ip_script_error": "timeout" if proc is None else proc.stderr.strip()[-300:]}
