@@ -157,13 +157,20 @@ class _Routes:
                     f"{msg.removeprefix('RTNETLINK answers: ')})")
         return self.cache[key]
 
-    def where(self, c: Check, detail: str) -> str:
+    def missing_route(self, c: Check) -> str:
+        """The first namespace on the way without a route, said as a reason, or ""."""
         for ns, address, way in c.hops:
             if ns is None:
                 continue
             err = self.error(ns, address)
             if err:
                 return f"{err}" + (" on the way back" if way == "return" else "")
+        return ""
+
+    def where(self, c: Check, detail: str) -> str:
+        missing = self.missing_route(c)
+        if missing:
+            return missing
         hint = f" ({detail})" if detail and detail not in ("no reply", "no connection") else ""
         for ns, address, way in c.hops if self.lab is not None else ():
             stop = self.stopped(ns, address) if ns else ""
@@ -235,7 +242,8 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             if c.expect == UNREACHABLE:
                 r.reason = f"{c.target} answered {c.src}, but the check expects it unreachable"
             elif table_full and _lost(r):
-                r.reason = overflow_reason(c, table_full, limit)
+                # a missing route is a reason of its own, full table or not
+                r.reason = routes.missing_route(c) or overflow_reason(c, table_full, limit)
             else:
                 r.reason = routes.where(c, r.observed)
         if not r.ok and c.why and c.method != "mtu":
