@@ -9,6 +9,8 @@ With --any-path, every other path answers the pod's name (like /hostname), so a 
 ingress can ask /api/x or /login and see which backend answered.
 With --udp-port, also UDP datagrams: `hostname`, `clientip`, `echo MSG` (like agnhost's).
 One thread, one selector, standard library only: a pod costs a few MB, not a web framework.
+With --pod NS:NAME:PORT (repeated), one process serves many pods, each on a socket made inside its
+own namespace (see core/servers.py).
 """
 
 from __future__ import annotations
@@ -119,6 +121,83 @@ def serve(port: int, name: str, host: str = "0.0.0.0", udp_port: int = 0,
             conn.close()
 
 
+def _setns(fd: int) -> None:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, 0x40000000) != 0:     # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+def listen_in(ns: str, port: int, host: str = "0.0.0.0") -> socket.socket:
+    """A listening TCP socket made inside the named namespace `ns` (/run/netns/NS): the socket
+    stays in that namespace after this process goes back to its own."""
+    import os
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(1024)
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+    return s
+
+
+def serve_many(pods: list) -> None:
+    """One process for many pods: each (ns, name, port) gets its socket inside its namespace, and
+    each connection is answered with the name of the pod whose socket it came to."""
+    sel = selectors.DefaultSelector()
+    for ns, name, port in pods:
+        s = listen_in(ns, port)
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, ("listen", name))
+    pending = {}
+    while True:
+        for key, _ in sel.select():
+            kind, name = key.data
+            if kind == "listen":
+                try:
+                    conn, addr = key.fileobj.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                pending[conn] = b""
+                sel.register(conn, selectors.EVENT_READ, ("conn", (name, addr)))
+                continue
+            conn = key.fileobj
+            name, addr = name
+            try:
+                chunk = conn.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            buf = pending[conn] + chunk
+            if chunk and b"\r\n\r\n" not in buf and len(buf) < 16384:
+                pending[conn] = buf
+                continue
+            sel.unregister(conn)
+            del pending[conn]
+            parts = buf.split(b" ", 2)
+            if chunk and len(parts) >= 2 and parts[0] == b"GET":
+                reply = _response(*answer(parts[1].decode("latin-1"), name, addr))
+            else:
+                reply = _response(400, "bad request")
+            try:
+                conn.setblocking(True)
+                conn.settimeout(2)
+                conn.sendall(reply)
+            except OSError:
+                pass
+            conn.close()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="netexec", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
@@ -127,10 +206,17 @@ def main(argv=None) -> int:
     parser.add_argument("--udp-port", type=int, default=0)
     parser.add_argument("--any-path", action="store_true",
                         help="answer the pod's name on every path not listed above")
+    parser.add_argument("--pod", action="append", default=[], metavar="NS:NAME:PORT",
+                        help="serve this pod from here, on a socket inside its namespace "
+                             "(repeatable: one process for a node's pods)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        serve(args.port, args.name, args.host, args.udp_port, args.any_path)
+        if args.pod:
+            serve_many([(ns, name, int(port)) for ns, name, port in
+                        (spec.rsplit(":", 2) for spec in args.pod)])
+        else:
+            serve(args.port, args.name, args.host, args.udp_port, args.any_path)
     except KeyboardInterrupt:
         pass
     return 0

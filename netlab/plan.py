@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from .core.feature import PHASES
 from .core.lab import Lab
-from .core.ops import (HERE, MARK, AddrAdd, BridgeAdd, FdbAppend, LinkMtu, LinkUp, NeighAdd,
+from .core.ops import (HERE, MARK, AddrAdd, BridgeAdd, FdbAppend, LinkAddress, LinkMtu, LinkUp,
+                       NeighAdd, NeighPermanent,
                        NetnsAdd, NftApply, OnlinkRouteAdd, Op, RouteAdd, Spawn, Sysctl, VethAdd,
-                       VxlanAdd, WriteFile, CniAdd, LinkMac, argv_of, script)
+                       VxlanAdd, WriteFile, CniAdd, argv_of, script)
+from .core import servers
 from .features import FEATURES
 
 __all__ = ["build", "build_node", "node_key", "script", "HERE", "MARK", "Op", "AddrAdd",
-           "BridgeAdd", "FdbAppend", "LinkMtu", "LinkUp", "NeighAdd", "NetnsAdd", "NftApply",
-           "OnlinkRouteAdd", "RouteAdd", "Spawn", "Sysctl", "VethAdd", "VxlanAdd", "WriteFile",
-           "CniAdd", "LinkMac", "argv_of"]
+           "BridgeAdd", "FdbAppend", "LinkAddress", "LinkMtu", "LinkUp", "NeighAdd",
+           "NeighPermanent", "NetnsAdd", "NftApply", "OnlinkRouteAdd", "RouteAdd", "Spawn",
+           "Sysctl", "VethAdd", "VxlanAdd", "WriteFile", "CniAdd", "argv_of"]
 
 
 def build(lab: Lab) -> list[Op]:
@@ -26,7 +28,8 @@ def build(lab: Lab) -> list[Op]:
     for phase in PHASES:
         for feature in FEATURES:
             ops += feature.ops(lab, phase)
-    return ops
+    # A big lab's single-server pods share one server process per node (core/servers.py).
+    return servers.coalesce(lab, ops)
 
 
 def node_key(lab: str, node: str) -> str:

@@ -14,13 +14,15 @@ from typing import List, Optional
 
 import typer
 
-from .. import model
 from ..core.errors import EXIT_USAGE, NetlabError
-from ..core.lab import places
 from ..runtime import state
 from .console import need_root, out, table as _table
 
+# Imported where a command needs them (a command pays only for what it uses: `--help` and
+# `status` stay fast): model (pydantic and every feature), runtime.kernel (pyroute2), rich tables.
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # plain click help: rich's formatter costs 0.05 s per run
                   help="Real Linux network labs from a scenario file, proven with real packets.")
 
 ScenarioArg = typer.Argument(None, metavar="[SCENARIO]", show_default=False,
@@ -44,6 +46,7 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
        as_json: bool = JsonOpt, node: Optional[str] = NodeOpt,
        underlay: str = UnderlayOpt) -> None:
     """Build a lab in the kernel from a scenario (idempotent: a lab that is up is left as it is)."""
+    from .. import model
     lab = model.load(scenario, name)
     need_root("up")
     from ..runtime import lifecycle, preflight
@@ -51,7 +54,17 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
     if node is not None:
         return _up_node(lab, node, underlay, as_json)
     started = time.monotonic()
-    result = lifecycle.up(lab)
+    from .console import progress
+    ops_guess = 6 * len(lab.pods) + 10 * len(lab.nodes)
+    try:
+        with progress(f"up {lab.name}", ops_guess >= PROGRESS_FROM) as tick:
+            result = lifecycle.up(lab, progress=tick)
+    except lifecycle.Interrupted as e:
+        # Ctrl-C: the transaction has rolled back; say what, and exit as a shell does on SIGINT.
+        print(f"netlab: interrupted: rolled back {e.what}: removed {len(e.undone.namespaces)} "
+              f"namespaces, stopped {e.undone.processes} processes; nothing of it is left",
+              file=sys.stderr)
+        raise typer.Exit(130)
     took = time.monotonic() - started
     if as_json:
         out.print_json(data={"lab": lab.name, "already_up": result.already_up,
@@ -64,7 +77,7 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
         out.print(f"lab {lab.name} is up: {len(lab.nodes)} nodes, {len(lab.pods)} pods, "
                   f"{result.operations} operations in {took:.2f}s{note}")
     from . import showing as S
-    S.render(lab)
+    S.render(lab, full=len(lab.pods) < S.SUMMARY_FROM)
     out.print(f"\nNext: sudo netlab verify {lab.name}    "
               f"sudo netlab exec {lab.name} {lab.pods[0].name if lab.pods else lab.nodes[0].name} "
               f"-- ip addr    sudo netlab down {lab.name}")
@@ -144,39 +157,15 @@ def show(words: Optional[List[str]] = typer.Argument(None, metavar="[LAB] [ingre
 @app.command()
 def status(as_json: bool = JsonOpt) -> None:
     """List the labs that are up."""
-    rows = []
-    for name in state.labs():
-        info = state.LabState(name).info()
-        try:
-            from ..runtime import running
-            lab = running.load_up(name)
-            spaces = lab.namespaces if "@" not in name else tuple(p.ns for p in lab.pods)
-            present = sum(os.path.exists(f"/run/netns/{ns}") for ns in spaces)
-            rows.append({"lab": name, "source": lab.source, "nodes": len(lab.nodes),
-                         "pods": len(lab.pods),
-                         "namespaces": f"{present}/{len(spaces)}",
-                         "complete": state.LabState(name).journal().complete,
-                         "age_s": int(time.time() - info.get("created", time.time()))})
-        except NetlabError:
-            rows.append({"lab": name, "source": info.get("source", "?"), "nodes": 0, "pods": 0,
-                         "namespaces": "?", "complete": False, "age_s": 0})
-    if as_json:
-        out.print_json(data=rows)
-        return
-    if not rows:
-        out.print("no lab is up")
-        return
-    table = _table("LAB", "SCENARIO", "NODES", "PODS", "NAMESPACES", "STATE", "AGE")
-    for r in rows:
-        table.add_row(r["lab"], r["source"], str(r["nodes"]), str(r["pods"]), r["namespaces"],
-                      "up" if r["complete"] else "incomplete", f"{r['age_s']}s")
-    out.print(table)
+    from ..view.status import status as show_status
+    show_status(as_json)
 
 
 @app.command(name="plan")
 def plan_cmd(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
              node: Optional[str] = NodeOpt, underlay: str = UnderlayOpt) -> None:
     """Print the iproute2 commands that `up` performs, as a runnable shell script (no root)."""
+    from .. import model
     lab = model.load(scenario, name)
     if node is not None and node not in [n.name for n in lab.nodes]:
         raise NetlabError(f"--node {node}: lab {lab.name} has no node '{node}': use one of "
@@ -202,6 +191,7 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
         name, target, command = state.only_lab(None), args[0], args[1:]
     ns = _target_ns(name, target)
     if ns is None:
+        from ..core.lab import places
         from ..runtime import running
         known = ", ".join(p.name for p in places(running.load_up(name)))
         raise NetlabError(f"lab {name} has no pod or node '{target}': use one of {known}")
@@ -218,6 +208,7 @@ def exec_cmd(args: List[str] = typer.Argument(..., metavar="[LAB] POD|NODE [--] 
 
 
 def _target_ns(name: str, target: str) -> Optional[str]:
+    from ..core.lab import places
     from ..runtime import running
     try:
         lab = running.load_up(name)
@@ -293,12 +284,20 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
                                                     help="Run only this rule (repeatable)."),
            source: Optional[str] = typer.Option(None, "--from", metavar="POD",
                                                 help="Run only the checks from this pod or node."),
+           mesh: bool = typer.Option(False, "--mesh", help="Check every pair, also in a big lab."),
+           sample: Optional[int] = typer.Option(None, "--sample", metavar="N", min=1,
+                                                help="Covering mode with N targets per source "
+                                                     "and node (default above 100 pods: 1)."),
+           verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every check's row."),
            node: Optional[str] = NodeOpt, name: Optional[str] = NameOpt,
            policy_matrix: bool = typer.Option(
                False, "--policy-matrix", help="Also print NetworkPolicy's truth table per port: "
                "rows sources, columns targets, . allowed, X denied, ! not as the model says.")
            ) -> None:
-    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails."""
+    """Prove the lab's networking rules with real ping and curl; exit 1 if any check fails.
+
+    Up to 100 pods every pair is checked; above, a covering set: every pod both source and
+    target, every node pair, every rule (--mesh: every pair)."""
     # With a SCENARIO instead of a LAB: the lab built by hand from it (--name), without a record.
     from ..features import RULES
     from ..verify import engine as V
@@ -312,30 +311,39 @@ def verify(lab: Optional[str] = LabArg, as_json: bool = JsonOpt,
     name = state.only_lab(f"{lab}@{node}" if lab and node else lab)
     if "@" in name:   # a node on this host (up --node): its own checks, to pods everywhere
         from . import node as node_cli
-        return _emit_report(node_cli.verify(name, only or ()), as_json, junit)
+        return _emit_report(node_cli.verify(name, only or ()), as_json, junit, verbose)
     if not state.LabState(name).exists():
         raise NetlabError(f"lab {name} is not up: see `netlab status` (built by hand? "
                           f"`sudo netlab adopt SCENARIO --name {name}` takes it over)")
     from ..runtime import running
     the_lab = running.load_up(name)
+    from ..core.lab import places
     names = [p.name for p in places(the_lab)]
     if source is not None and source not in names:
         raise NetlabError(f"--from: lab {name} has no pod or node '{source}': use one of "
                           f"{', '.join(names)}")
-    report = V.run(the_lab, V.derive(the_lab, only or (), source))
+    from ..verify import coverage
+    cover = coverage.choose(len(the_lab.pods), mesh, sample)
+    checks = V.derive(the_lab, only or (), source, cover)
+    from .console import progress
+    with progress(f"verify {name}", len(checks) >= PROGRESS_FROM) as tick:
+        report = V.run(the_lab, checks, cover=cover, progress=tick)
     from ..verify import report as R
     R.save(report)
     if not policy_matrix or as_json:
-        return _emit_report(report, as_json, junit)
+        return _emit_report(report, as_json, junit, verbose)
     from ..features.netpol.verify import observed_tables
     try:
-        _emit_report(report, as_json, junit)
+        _emit_report(report, as_json, junit, verbose)
     finally:
         sys.stdout.write("\n" + (observed_tables(the_lab, report.results)
                                  or "no NetworkPolicy check ran (the lab has no policies)\n"))
 
 
-def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:
+PROGRESS_FROM = 1000   # checks (verify) or operations (up): below, no progress bar
+
+
+def _emit_report(report, as_json: bool, junit: Optional[Path], verbose: bool = False) -> None:
     """Print a verify report (table or JSON), write its JUnit file, exit 1 if a check failed."""
     from ..verify import report as V
     if junit is not None:
@@ -347,12 +355,12 @@ def _emit_report(report, as_json: bool, junit: Optional[Path]) -> None:
         import json
         sys.stdout.write(json.dumps(V.render_json(report), indent=1) + "\n")
     else:
-        sys.stdout.write(V.render_text(report))
+        sys.stdout.write(V.render_text(report, verbose))
     if report.failed:
         raise typer.Exit(1)
 
 
-def _up_node(lab: model.Lab, node: str, underlay: str, as_json: bool) -> None:
+def _up_node(lab, node: str, underlay: str, as_json: bool) -> None:
     from . import node as node_cli
     node_cli.up(lab, node, underlay, as_json)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 from rich.console import Console
-from rich.table import Table
 
 from ..core.errors import NetlabError
 
@@ -25,8 +26,28 @@ def need_root(command: str) -> None:
                           f"run it with sudo (sudo netlab {command} ...)")
 
 
-def table(*columns: str) -> Table:
+def table(*columns: str):
+    from rich.table import Table
     t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for c in columns:
         t.add_column(c)
     return t
+
+
+@contextmanager
+def progress(what: str, wanted: bool = True) -> Iterator[Optional[Callable[[int, int], None]]]:
+    """A progress bar on stderr while a long step runs, only on a terminal (nothing on a pipe):
+    yields `tick(done, total)`, or None when there is no bar."""
+    if not wanted or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task(what, total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        yield tick

@@ -33,7 +33,12 @@ def _status_word(s: running.PodStatus) -> str:
     return "Running" if s.running == len(s.pod.containers) else "Degraded"
 
 
-def render(lab: Lab) -> None:
+SUMMARY_FROM = 50   # pods: a lab this big is summarised after `up` (counts per node)
+
+
+def render(lab: Lab, full: bool = True) -> None:
+    """The lab's tables; `full=False`: the nodes with their pod counts, and the pods only as a
+    count (rich tables of a thousand rows take longer than the lab itself)."""
     d = data(lab)
     out.print(f"lab {lab.name} from {lab.source}; underlay {lab.underlay}; backend {lab.backend}; "
               f"pod MTU {lab.mtu}\n")
@@ -44,6 +49,14 @@ def render(lab: Lab) -> None:
         nodes.add_row(n["name"], n["ip"], n["podCIDR"], n["cni0"], str(n["pods"]), n["namespace"])
     out.print(nodes)
     out.print()
+    if not full:
+        counts = sorted({n["pods"] for n in d["nodes"]})
+        each = f"{counts[0]} per node" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} per node"
+        running = sum(p["status"] == "Running" for p in d["pods"])
+        out.print(f"{len(d['pods'])} pods ({each}), {running} running: `sudo netlab show "
+                  f"{lab.name}` lists every pod")
+        _render_features(d)
+        return
     pods = table("NAME", "READY", "STATUS", "IP", "NODE", "MODE", "CONTAINERS", "NAMESPACE")
     for p in d["pods"]:
         pods.add_row(p["name"], p["ready"], p["status"], p["ip"], p["node"], p["mode"],
@@ -52,6 +65,10 @@ def render(lab: Lab) -> None:
         for row in feature.rows(d):
             pods.add_row(*row)
     out.print(pods)
+    _render_features(d)
+
+
+def _render_features(d: dict) -> None:
     for feature in FEATURES:
         for item in feature.render(d):
             if isinstance(item, tuple):   # (columns, rows): a table

@@ -167,18 +167,6 @@ class LinkMtu:
 
 
 @dataclass(frozen=True)
-class LinkMac:
-    """A link's MAC address set by hand. A bridge otherwise takes the lowest MAC of its ports, and
-    changes it as ports come and go: the CNI bridge plugin's CHECK then finds cni0 changed."""
-    ns: str
-    ifname: str
-    mac: str
-
-    def ip(self) -> str:
-        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} address {self.mac}"
-
-
-@dataclass(frozen=True)
 class VxlanAdd:
     """A VXLAN device (flannel.1): unicast to the peers in its fdb, learning off, no multicast."""
     ns: str
@@ -207,6 +195,32 @@ class NeighAdd:
     def ip(self) -> str:
         return (f"ip {_n(self.ns)}neigh add {self.address} lladdr {self.mac} "
                 f"dev {_q(self.dev)} nud permanent")
+
+
+@dataclass(frozen=True)
+class NeighPermanent:
+    """Permanent neighbour entries in one namespace, (dev, address, mac) each: `ip neigh replace
+    ... nud permanent`, several in one `ip -batch` (features/neighbours.py)."""
+    ns: str
+    entries: tuple[tuple[str, str, str], ...]
+
+    def ip(self) -> str:
+        lines = [f"neigh replace {a} lladdr {m} dev {_q(d)} nud permanent"
+                 for d, a, m in self.entries]
+        if len(lines) == 1:
+            return f"ip {_n(self.ns)}{lines[0]}"
+        return f"ip {_n(self.ns)}-batch - <<'EOF'\n" + "\n".join(lines) + "\nEOF"
+
+
+@dataclass(frozen=True)
+class LinkAddress:
+    """Give a link a chosen MAC address (so that permanent neighbour entries can name it)."""
+    ns: str
+    ifname: str
+    mac: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} address {self.mac}"
 
 
 @dataclass(frozen=True)
@@ -361,9 +375,9 @@ UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel)
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
-           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkMac,
+           LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkAddress,
            DevRouteAdd, HairpinOn, EtcNetnsFile, RouteDel, LinkDown, AddrDel, NeighDel,
-           NeighReplace, FdbDel]
+           NeighReplace, FdbDel, NeighPermanent]
 
 
 def as_record(op: Op) -> dict:

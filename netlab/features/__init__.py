@@ -14,6 +14,7 @@ from .docker import Docker
 from .hostgw import HostGw
 from .ingress import Ingress
 from .netpol import NetworkPolicies
+from .neighbours import Neighbours
 from .outside import OutsideWorld
 from .pods import Pods
 from .services import Services
@@ -21,7 +22,7 @@ from .underlay import Underlay
 from .vxlan import Vxlan
 
 FEATURES = (Underlay(), Pods(), Dns(), Cni(), ScenarioChecks(), Docker(), HostGw(), Vxlan(),
-            OutsideWorld(), Ingress(), Services(), NetworkPolicies())
+            OutsideWorld(), Ingress(), Services(), NetworkPolicies(), Neighbours())
 
 # Every verify rule, in report order, and the probes of the features' own check methods.
 RULES = {name: derive for f in FEATURES for name, derive in f.rules().items()}

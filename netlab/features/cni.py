@@ -29,7 +29,7 @@ from ..core.errors import NetlabError
 from ..core.feature import Feature, Needs, NotOnHost
 from ..core.versions import version_key
 from ..core.lab import Lab, Pod, state_dir, vtep_mac
-from ..core.ops import CniAdd, LinkMac, WriteFile
+from ..core.ops import CniAdd, LinkAddress, WriteFile
 from ..core.schema import Build
 
 KNOWN_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -235,7 +235,7 @@ class Cni(Feature):
             if not pods:
                 continue
             conflist = pod_conflist(lab, pods[0])
-            ops.append(LinkMac(node.ns, "cni0", vtep_mac(node.gateway)))
+            ops.append(LinkAddress(node.ns, "cni0", vtep_mac(node.gateway)))
             ops.append(WriteFile(conflist_path(state_dir(lab.name), conflist["name"], node.name),
                                  json.dumps(conflist, indent=2) + "\n"))
             ops += [cni_add(lab, pod) for pod in pods]

@@ -21,6 +21,7 @@ from ..core.ops import HERE, AddrAdd, LinkMtu, LinkUp, RouteAdd, Spawn, VethAdd,
 from ..core.schema import Build, Loc, Spec, Where, did_you_mean, ipv4_field, is_host, name_field
 from . import deployments as D
 from ..verify.checks import Check, node_end, node_server, pod_end, reach, servers_of
+from ..verify.coverage import MESH, Cover, between, within
 
 
 class ContainerPortSpec(Spec):
@@ -328,36 +329,50 @@ def rule_pod_ip(lab: Lab) -> list[Check]:
             for p in lab.pods if not p.host_network]
 
 
-def _pod_pairs(lab: Lab, rule: str, same_node: bool) -> list[Check]:
-    ends = [(p, pod_end(lab, p), servers_of(p)) for p in lab.pods]
-    out = []
-    for src, _, _ in ends:
-        for dst, dst_end, servers in ends:
-            if dst is not src and (src.node == dst.node) == same_node:
-                out += reach(rule, pod_end(lab, src, dst), dst_end, servers)
-    return out
+def _by_node(lab: Lab) -> list[tuple[str, list[Pod]]]:
+    return [(n.name, list(lab.pods_on(n.name))) for n in lab.nodes]
 
 
-def rule_pod_pod_same_node(lab: Lab) -> list[Check]:
+def _pod_pairs(lab: Lab, rule: str, same_node: bool, cover: Cover) -> list[Check]:
+    groups = _by_node(lab)
+    if same_node:
+        pairs = [pq for _, pods in groups for pq in within(pods, cover)]
+    else:
+        pairs = [pq for a, pa in groups for b, pb in groups if a != b
+                 for pq in between(pa, pb, cover)]
+    at = {p.name: i for i, p in enumerate(lab.pods)}
+    pairs.sort(key=lambda pq: (at[pq[0].name], at[pq[1].name]))    # the lab's order
+    ends = {p.name: (pod_end(lab, p), servers_of(p)) for p in lab.pods}
+    return [c for src, dst in pairs
+            for c in reach(rule, pod_end(lab, src, dst), ends[dst.name][0], ends[dst.name][1])]
+
+
+def rule_pod_pod_same_node(lab: Lab, cover: Cover = MESH) -> list[Check]:
     """Pod to pod on one node, over cni0: ping, and /clientip sees the client pod's own IP."""
-    return _pod_pairs(lab, "pod-pod-same-node", True)
+    return _pod_pairs(lab, "pod-pod-same-node", True, cover)
 
 
-def rule_pod_pod_cross_node(lab: Lab) -> list[Check]:
+def rule_pod_pod_cross_node(lab: Lab, cover: Cover = MESH) -> list[Check]:
     """Pod to pod across nodes, routed by the nodes: ping, and /clientip with no NAT."""
-    return _pod_pairs(lab, "pod-pod-cross-node", False)
+    return _pod_pairs(lab, "pod-pod-cross-node", False, cover)
 
 
-def rule_node_to_pod(lab: Lab) -> list[Check]:
+def rule_node_to_pod(lab: Lab, cover: Cover = MESH) -> list[Check]:
     """Every node reaches every pod directly."""
-    return [c for n in lab.nodes for p in lab.pods
+    pairs = [np for _, pods in _by_node(lab) for np in between(list(lab.nodes), pods, cover)]
+    at = {x.name: i for i, x in enumerate(lab.nodes + lab.pods)}
+    pairs.sort(key=lambda np: (at[np[0].name], at[np[1].name]))
+    return [c for n, p in pairs
             for c in reach("node-to-pod", node_end(n, p, lab.backend == "vxlan"), pod_end(lab, p),
-                            servers_of(p))]
+                           servers_of(p))]
 
 
-def rule_pod_to_node(lab: Lab) -> list[Check]:
+def rule_pod_to_node(lab: Lab, cover: Cover = MESH) -> list[Check]:
     """Every pod reaches every node directly (the node's server on port 8000 sees the pod's IP)."""
-    return [c for p in lab.pods for n in lab.nodes
+    pairs = [pn for _, pods in _by_node(lab) for pn in between(pods, list(lab.nodes), cover)]
+    at = {x.name: i for i, x in enumerate(lab.pods + lab.nodes)}
+    pairs.sort(key=lambda pn: (at[pn[0].name], at[pn[1].name]))
+    return [c for p, n in pairs
             for c in reach("pod-to-node", pod_end(lab, p), node_end(n), [node_server(n)])]
 
 

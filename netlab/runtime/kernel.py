@@ -15,8 +15,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+import sys
 
 from . import nlmsg
 from ..core import ops as P
@@ -31,6 +30,22 @@ NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+# pyroute2 is imported on first use: it costs ~0.15 s a command, and `up` of a fresh lab never
+# needs it (its batch speaks netlink itself, nlmsg.py), nor do `status`, `down` or `verify`.
+def IPRoute():
+    from pyroute2 import IPRoute as _IPRoute
+    return _IPRoute()
+
+
+class _NotRaised(Exception):
+    """Stands for pyroute2's NetlinkError while pyroute2 is not imported (so none was raised)."""
+
+
+def _netlink_error() -> type:
+    mod = sys.modules.get("pyroute2.netlink.exceptions")
+    return mod.NetlinkError if mod is not None else _NotRaised
 
 
 def _check(result: int, what: str) -> None:
@@ -192,6 +207,15 @@ def mark(ns: str) -> Optional[str]:
     return found[0] if found else None
 
 
+def marks(namespaces: list[str]) -> dict[str, Optional[str]]:
+    """mark() of many namespaces, read in one thread of its own (a thread each costs ~2 ms)."""
+    found: dict[str, Optional[str]] = {}
+    reader = threading.Thread(target=lambda: found.update((ns, _read_mark(ns)) for ns in namespaces))
+    reader.start()
+    reader.join()
+    return found
+
+
 def _read_mark(ns: str) -> Optional[str]:
     try:
         with inside(ns):
@@ -340,7 +364,7 @@ class Kernel:
             applier(self, op)
         except BatchError as e:
             raise StepFailed(e.op, os.strerror(e.errno)) from None
-        except NetlinkError as e:
+        except _netlink_error() as e:
             raise KernelError(f"`{op.ip().splitlines()[0]}` failed: {os.strerror(e.code)}") from None
         except OSError as e:
             raise KernelError(f"`{op.ip().splitlines()[0]}` failed: {e.strerror or e}") from None
@@ -405,9 +429,6 @@ class Kernel:
     def _link_mtu(self, op: P.LinkMtu) -> None:
         self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), mtu=op.mtu)
 
-    def _link_mac(self, op: P.LinkMac) -> None:
-        self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), address=op.mac)
-
     def _vxlan_add(self, op: P.VxlanAdd) -> None:
         self.sock(op.ns).link("add", ifname=op.ifname, kind="vxlan", address=op.mac, mtu=op.mtu,
                               vxlan_id=op.vni, vxlan_local=op.local, vxlan_port=op.port,
@@ -416,6 +437,14 @@ class Kernel:
     def _neigh_add(self, op: P.NeighAdd) -> None:
         self.sock(op.ns).neigh("add", dst=op.address, lladdr=op.mac,
                                ifindex=self.index(op.ns, op.dev), state=NUD_PERMANENT)
+
+    def _neigh_permanent(self, op: P.NeighPermanent) -> None:
+        for dev, address, mac in op.entries:
+            self.sock(op.ns).neigh("replace", dst=address, lladdr=mac,
+                                   ifindex=self.index(op.ns, dev), state=NUD_PERMANENT)
+
+    def _link_address(self, op: P.LinkAddress) -> None:
+        self.sock(op.ns).link("set", index=self.index(op.ns, op.ifname), address=op.mac)
 
     def _fdb_append(self, op: P.FdbAppend) -> None:
         # pyroute2's fdb() adds NUD_NOARP|NUD_PERMANENT and NTF_SELF, as `bridge fdb ... self
@@ -445,7 +474,7 @@ class Kernel:
     def _gone_ok(self, call: Callable[[], object]) -> None:
         try:
             call()
-        except NetlinkError as e:
+        except _netlink_error() as e:
             if e.code not in self._GONE:
                 raise
 
@@ -485,7 +514,6 @@ class Kernel:
         P.Sysctl: _sysctl,
         P.NftApply: _nft_apply,
         P.LinkMtu: _link_mtu,
-        P.LinkMac: _link_mac,
         P.VxlanAdd: _vxlan_add,
         P.NeighAdd: _neigh_add,
         P.FdbAppend: _fdb_append,
@@ -498,6 +526,8 @@ class Kernel:
         P.NeighDel: _neigh_del,
         P.NeighReplace: _neigh_replace,
         P.FdbDel: _fdb_del,
+        P.LinkAddress: _link_address,
+        P.NeighPermanent: _neigh_permanent,
     }
 
     # ------------------------------------------------------------ observation
@@ -527,7 +557,7 @@ def _nsids(sock: IPRoute, namespaces: list[str]) -> dict[int, str]:
             continue
         try:
             nsid = (sock.get_netnsid(fd=fd) or {}).get("nsid")
-        except NetlinkError:
+        except _netlink_error():
             nsid = None
         finally:
             os.close(fd)
@@ -635,7 +665,7 @@ def route_get(ns: str, dst: str) -> dict:
         sock = kern.sock(ns)
         try:
             r = sock.route("get", dst=dst)[0]
-        except NetlinkError as e:
+        except _netlink_error() as e:
             return {"error": os.strerror(e.code)}
         names = {l["index"]: l.get_attr("IFLA_IFNAME") for l in sock.get_links()}
         return {"dev": names.get(r.get_attr("RTA_OIF")), "gateway": r.get_attr("RTA_GATEWAY"),
@@ -710,6 +740,32 @@ def _fast_route_add(kern: Kernel, op: P.RouteAdd) -> bool:
     return True
 
 
+def _fast_neigh_add(kern: Kernel, op: P.NeighAdd) -> bool:
+    if not _known(kern, (op.ns, op.dev)):
+        return False
+    idx = kern._index[(op.ns, op.dev)]
+    kern._batch.queue(op.ns, lambda seq: nlmsg.neigh_add(seq, idx, op.address, op.mac), op)
+    return True
+
+
+def _fast_neigh_permanent(kern: Kernel, op: P.NeighPermanent) -> bool:
+    if not _known(kern, *{(op.ns, dev) for dev, _, _ in op.entries}):
+        return False
+    for dev, address, mac in op.entries:
+        idx = kern._index[(op.ns, dev)]
+        kern._batch.queue(op.ns, lambda seq, idx=idx, a=address, m=mac:
+                          nlmsg.neigh_add(seq, idx, a, m, replace=True), op)
+    return True
+
+
+def _fast_link_address(kern: Kernel, op: P.LinkAddress) -> bool:
+    if not _known(kern, (op.ns, op.ifname)):
+        return False
+    idx = kern._index[(op.ns, op.ifname)]
+    kern._batch.queue(op.ns, lambda seq: nlmsg.link_address(seq, idx, op.mac), op)
+    return True
+
+
 # Operations the batch knows how to send; each returns False to take the ordinary path instead.
 _FAST: dict[type, Callable[[Kernel, P.Op], bool]] = {
     P.NetnsAdd: _fast_netns_add,
@@ -718,6 +774,9 @@ _FAST: dict[type, Callable[[Kernel, P.Op], bool]] = {
     P.LinkUp: _fast_link_up,
     P.AddrAdd: _fast_addr_add,
     P.RouteAdd: _fast_route_add,
+    P.NeighAdd: _fast_neigh_add,
+    P.LinkAddress: _fast_link_address,
+    P.NeighPermanent: _fast_neigh_permanent,
 }
 # The appliers as shipped: one replaced by another engineer is used as it is, never batched.
 _DEFAULT_APPLIERS = dict(Kernel._appliers)
@@ -736,20 +795,21 @@ def missing_link_kinds(kinds: list[str]) -> list[str]:
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
         try:
-            sock = IPRoute()
+            sock = open_socket()     # a plain netlink socket: no pyroute2 import for this
         finally:
             _setns(home)
     finally:
         os.close(home)
-    extra = {"veth": {"peer": {"ifname": "probe-peer"}}, "vxlan": {"vxlan_id": 42, "vxlan_port": 4789}}
     missing = []
     with sock:
         for i, kind in enumerate(kinds):
-            try:
-                sock.link("add", ifname=f"probe{i}", kind=kind, **extra.get(kind, {}))
-            except NetlinkError as e:
-                if e.code == errno.EOPNOTSUPP:
-                    missing.append(kind)
+            sock.sendall(nlmsg.kind_add(i + 1, f"probe{i}", kind))
+            answer = None
+            while answer is None:
+                answer = next((code for seq, code in nlmsg.acks(sock.recv(1 << 16))
+                               if seq == i + 1), None)
+            if answer == errno.EOPNOTSUPP:
+                missing.append(kind)
     return missing
 
 
@@ -795,7 +855,7 @@ def here_delete_route(dst: str, via: str, dev: str) -> None:
             return
         try:
             sock.route("del", dst=dst, gateway=via, oif=found[0])
-        except NetlinkError as e:
+        except _netlink_error() as e:
             if e.code != 3:   # ESRCH: already gone
                 raise
 

@@ -7,10 +7,12 @@ removes the namespaces: the journal's, plus those that bear the lab's mark (afte
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
-from .. import model, plan
+from ..core import ops as P
 from ..core.errors import KernelError
 from ..core.lab import Lab
 from ..core.ops import EtcNetnsFile
@@ -18,6 +20,14 @@ from . import cni_chain, dnsserver, etcnetns
 from . import kernel as K
 from . import workloads
 from .state import LabState
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `up`: everything made so far was removed; `undone` says what."""
+
+    def __init__(self, what: str, undone: "DownResult"):
+        super().__init__(what)
+        self.what, self.undone = what, undone
 
 
 UP_LOCK_WAIT = 60.0  # seconds an `up` waits for another command on the same lab
@@ -38,7 +48,9 @@ class DownResult:
     processes: int = 0
 
 
-def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
+def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel,
+       progress: Optional[Callable[[int, int], None]] = None) -> UpResult:
+    """Bring `lab` up as a transaction; `progress(done, total)` hears of the operations applied."""
     state = LabState(lab.name)
     # A second `up` of the same lab waits for the first (then finds it up); refused after a while.
     with state.lock(timeout=UP_LOCK_WAIT):
@@ -46,6 +58,7 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
         if state.exists():
             journal = state.journal()
             # After `scale` or `delete` the lab's pods are those of its journal, not the scenario's.
+            from .. import model   # the features and their schemas: only `up` needs them
             now = model.parse(lab.text, lab.source, lab.name, live=journal.live) \
                 if journal.live and state.info().get("text") == lab.text else lab
             if journal.complete and state.info().get("text") == lab.text and \
@@ -61,9 +74,11 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
         taken = [ns for ns in lab.namespaces if K.netns_exists(ns)]
         if taken:
             raise K.NetnsExists(taken[0])
+        from .. import plan   # the features and their schemas: only `up` needs them
         ops = plan.build(lab)
-        state.begin(lab.source, lab.text)
-        transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel)
+        state.begin(lab.source, lab.text, {"nodes": len(lab.nodes), "pods": len(lab.pods),
+                                           "namespaces": list(lab.namespaces)})
+        transaction(state, ops, f"lab {lab.name}", _apply, teardown, make_kernel, progress)
         if getattr(lab, "dns", None) is not None:    # a query right after `up` is answered
             dnsserver.wait_listening(lab)
         result.operations = len(ops)
@@ -71,12 +86,17 @@ def up(lab: Lab, make_kernel: Callable[[], K.Kernel] = K.Kernel) -> UpResult:
 
 
 def transaction(state: LabState, ops: list, what: str, apply: Callable, teardown: Callable,
-                make_kernel: Callable[[], K.Kernel] = K.Kernel) -> None:
+                make_kernel: Callable[[], K.Kernel] = K.Kernel,
+                progress: Optional[Callable[[int, int], None]] = None) -> None:
     """Apply `ops` in order with `apply(kern, state, op)`; on any failure (or Ctrl-C) undo all with
-    `teardown(state)` and raise an error naming the step; on success record the lab complete."""
+    `teardown(state)` and raise an error naming the step (Ctrl-C: Interrupted, saying what was
+    undone); on success record the lab complete."""
+    every = max(1, len(ops) // 200)
     try:
         with make_kernel() as kern:
             for step, op in enumerate(ops, 1):
+                if progress is not None and step % every == 0:
+                    progress(step, len(ops))
                 try:
                     apply(kern, state, op)
                     if step == len(ops):
@@ -86,6 +106,15 @@ def transaction(state: LabState, ops: list, what: str, apply: Callable, teardown
                     raise KernelError(f"up of {what} failed at step {step} of {len(ops)}: "
                                       f"{e.message}; everything it made was removed") from None
         state.record("complete")
+    except KeyboardInterrupt:
+        # A second Ctrl-C must not cut the rollback short.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            undone = teardown(state)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        raise Interrupted(what, undone) from None
     except BaseException:
         teardown(state)
         raise
@@ -93,8 +122,12 @@ def transaction(state: LabState, ops: list, what: str, apply: Callable, teardown
         state.close()
 
 
-def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
-    if isinstance(op, plan.NetnsAdd):
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _apply(kern: K.Kernel, state: LabState, op: P.Op) -> None:
+    if isinstance(op, P.NetnsAdd):
         state.record(f"netns {op.ns}")  # write-ahead: recorded before it exists
         try:
             kern.apply(op)
@@ -102,19 +135,19 @@ def _apply(kern: K.Kernel, state: LabState, op: plan.Op) -> None:
             state.record(f"forget {op.ns}")  # somebody else's: never ours to remove
             raise
         return
-    if isinstance(op, plan.Spawn):
+    if isinstance(op, P.Spawn):
         flush(kern)  # the pod's links and addresses are in place before its process starts
         pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
-    if isinstance(op, plan.WriteFile):
+    if isinstance(op, P.WriteFile):
         state.write(op.path, op.text)
         return
     if isinstance(op, EtcNetnsFile):
         state.record(f"etc {op.ns}")  # write-ahead: outside the state directory
         etcnetns.write(op.ns, op.name, op.text)
         return
-    if isinstance(op, plan.CniAdd):
+    if isinstance(op, P.CniAdd):
         flush(kern)  # the node's cni0 and the pod's namespace are there before the plugins run
         state.record(f"cni {op.node_ns} {op.ns} {op.container_id} {op.ifname} {op.conflist}")
         cni_chain.add_op(str(state.dir), op)
@@ -151,12 +184,13 @@ def lab_namespaces(state: LabState) -> list[str]:
     made a namespace of that name since, it bears no mark of this lab and is left alone. A plain
     file under /run/netns (killed before the mount) is no namespace and goes.
     """
-    names = [ns for ns in state.journal().namespaces
-             if K.is_unmounted_file(ns) or (K.netns_exists(ns) and K.mark(ns) == state.lab)]
+    journal = state.journal().namespaces
     prefix = state.lab + "-"
-    for ns in K.list_netns():
-        if ns.startswith(prefix) and ns not in names and K.mark(ns) == state.lab:
-            names.append(ns)
+    known = set(journal)
+    others = [ns for ns in K.list_netns() if ns.startswith(prefix) and ns not in known]
+    marked = K.marks([ns for ns in journal if K.netns_exists(ns)] + others)
+    names = [ns for ns in journal if K.is_unmounted_file(ns) or marked.get(ns) == state.lab]
+    names += [ns for ns in others if marked.get(ns) == state.lab and ns not in names]
     return names
 
 

@@ -66,6 +66,13 @@ def bridge_add(seq: int, ifname: str, index: int) -> bytes:
     return message(RTM_NEWLINK, CREATE, seq, _ifinfo(index) + _str(IFLA_IFNAME, ifname) + linkinfo)
 
 
+def kind_add(seq: int, ifname: str, kind: str) -> bytes:
+    """ip link add IFNAME type KIND, with nothing else: enough to learn whether the kernel knows
+    the kind (EOPNOTSUPP when it does not)."""
+    linkinfo = attr(IFLA_LINKINFO, _str(IFLA_INFO_KIND, kind))
+    return message(RTM_NEWLINK, CREATE, seq, _ifinfo() + _str(IFLA_IFNAME, ifname) + linkinfo)
+
+
 def veth_add(seq: int, ifname: str, index: int, peer: str, peer_index: int, peer_nsfd: int) -> bytes:
     """ip link add IFNAME type veth peer name PEER netns PEER_NS, both ifindexes chosen."""
     peer_info = _ifinfo(peer_index) + _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_nsfd)
@@ -102,6 +109,28 @@ def route_add(seq: int, dst: str, via: str, oif: int) -> bytes:
         body += attr(RTA_DST, socket.inet_aton(net))
     body += attr(RTA_GATEWAY, socket.inet_aton(via)) + _u32(RTA_OIF, oif)
     return message(RTM_NEWROUTE, CREATE, seq, body)
+
+
+RTM_NEWNEIGH, NDA_DST, NDA_LLADDR, NUD_PERMANENT, IFLA_ADDRESS = 28, 1, 2, 0x80, 1
+NLM_F_REPLACE = 0x100
+_NDMSG = struct.Struct("=BBHiHBB")    # ndmsg: family, pad1, pad2, ifindex, state, flags, type
+
+
+def _mac(mac: str) -> bytes:
+    return bytes(int(b, 16) for b in mac.split(":"))
+
+
+def neigh_add(seq: int, index: int, address: str, mac: str, replace: bool = False) -> bytes:
+    """ip neigh add (or replace) ADDRESS lladdr MAC dev DEV nud permanent"""
+    body = _NDMSG.pack(socket.AF_INET, 0, 0, index, NUD_PERMANENT, 0, 0) + \
+        attr(NDA_DST, socket.inet_aton(address)) + attr(NDA_LLADDR, _mac(mac))
+    flags = (NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE) if replace else CREATE
+    return message(RTM_NEWNEIGH, flags, seq, body)
+
+
+def link_address(seq: int, index: int, mac: str) -> bytes:
+    """ip link set dev DEV address MAC"""
+    return message(RTM_NEWLINK, CHANGE, seq, _ifinfo(index) + attr(IFLA_ADDRESS, _mac(mac)))
 
 
 def acks(data: bytes) -> Iterator[tuple[int, int]]:

@@ -11,6 +11,7 @@ from ..core.errors import NetlabError
 from ..core.lab import Lab, Pod
 from . import kernel as K
 from . import nodehost, workloads
+from ..core.servers import SHARED
 from .state import LabState
 
 
@@ -39,10 +40,18 @@ class PodStatus:
 def _running(lab: Lab) -> dict[str, int]:
     """How many of each owner's (pod's or container's) recorded processes are alive."""
     alive: dict[str, int] = {}
+    shared_alive: set[str] = set()
     for pid, what in LabState(lab.name).journal().pids.items():
         if workloads.alive(pid):
             owner = what.split("/", 1)[0]
             alive[owner] = alive.get(owner, 0) + 1
+            if what.endswith("/" + SHARED):   # the node's server runs its pods' servers too
+                alive[owner] -= 1
+                shared_alive.add(owner)
+    from ..core.servers import served
+    for pod, node in served(lab).items():
+        if node in shared_alive:
+            alive[pod] = alive.get(pod, 0) + 1
     return alive
 
 

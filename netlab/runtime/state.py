@@ -57,11 +57,12 @@ class LabState:
     def exists(self) -> bool:
         return (self.dir / "lab.json").exists()
 
-    def begin(self, source: str, text: str) -> None:
-        """Start a fresh record for an `up`; written before anything is created."""
+    def begin(self, source: str, text: str, summary: Optional[dict] = None) -> None:
+        """Start a fresh record for an `up`; written before anything is created. `summary`
+        (nodes, pods, namespaces) lets `status` answer without parsing the scenario again."""
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         info = {"name": self.lab, "source": source, "text": text, "created": time.time(),
-                "pid": os.getpid()}
+                "pid": os.getpid()} | ({"summary": summary} if summary is not None else {})
         tmp = self.dir / "lab.json.tmp"
         tmp.write_text(json.dumps(info))
         tmp.replace(self.dir / "lab.json")

@@ -7,32 +7,49 @@ brings its probe and judge (Feature.probes). Probes run concurrently on a bounde
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..core.errors import NetlabError
 from ..core.lab import Lab
 from ..core.ops import HERE
 from ..features import FEATURES, PROBES, RULES
+from ..features.neighbours import table_fulls
 from ..runtime import kernel as K
+from . import coverage
 from .checks import Check
+from .coverage import Cover
 from .judging import judge
 from .probes import READY_TIMEOUT, HttpOut, PingOut, curl_many, observe_addresses, \
     observe_all_addresses, observe_mtus, ping_df, ping_many, udp_ask, wait_ready
 from .report import Report
 
 
-def derive(lab: Lab, only: Iterable[str] = (), source: Optional[str] = None) -> list[Check]:
-    """Every check of the lab, narrowed to some rules and/or one source pod or node."""
+def derive(lab: Lab, only: Iterable[str] = (), source: Optional[str] = None,
+           cover: Optional[Cover] = None) -> list[Check]:
+    """Every check of the lab (in the mode `cover`, else the lab's default: see coverage),
+    narrowed to some rules and/or one source pod or node."""
+    cover = cover or coverage.choose(len(lab.pods))
     rules = list(only) or list(RULES)
-    checks = [c for r in rules for c in RULES[r](lab)]
+    checks = [c for r in rules for c in _derive_rule(RULES[r], lab, cover)]
     for feature in FEATURES:        # what a feature changes in every rule's expectations
         checks = feature.refine(lab, checks)
     return [c for c in checks if source is None or c.src == source]
+
+
+def _derive_rule(rule, lab: Lab, cover: Cover) -> list[Check]:
+    # Rules that choose pairs (features/pods.py) take the mode as `cover`; the others check all.
+    return rule(lab, cover=cover) if "cover" in inspect.signature(rule).parameters else rule(lab)
+
+
+def pairs(checks: list[Check]) -> int:
+    """How many (source, target) pairs the checks cover."""
+    return len({(c.src, c.dst) for c in checks})
 
 
 def derive_node(here: Lab, node: str, only: Iterable[str] = ()) -> list[Check]:
@@ -74,9 +91,12 @@ def workers_default() -> int:
 
 
 def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
-        ready_timeout: float = READY_TIMEOUT) -> Report:
-    """Probe every check and judge it. Probes of one namespace share one fping and one curl."""
+        ready_timeout: float = READY_TIMEOUT, cover: Optional[Cover] = None,
+        progress: Optional[Callable[[int, int], None]] = None) -> Report:
+    """Probe every check and judge it. Probes of one namespace share one fping and one curl.
+    `progress(done, total)` hears of each finished probe job; `cover`: the mode, for the report."""
     started = time.monotonic()
+    fulls_before = table_fulls()
     need_tools(checks)
     missing = {c.ns for c in checks if not K.netns_exists(c.ns)}
     problems = wait_ready(lab, {c.server for c in checks if c.server is not None}, ready_timeout)
@@ -115,6 +135,13 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
         # netlink in this (main) thread while the probes run; the pool's threads never setns().
         seen = observe_addresses([c for c in checks if c.method == "addr"])
         all_addrs = observe_all_addresses([c for c in checks if c.method == "addrs"])
+        jobs = len(ping_futures) + len(http_futures) + len(one_futures)
+        done = 0
+        if progress is not None:
+            for fut in as_completed([*ping_futures.values(), *http_futures.values(),
+                                     *one_futures.values()]):
+                done += 1
+                progress(done, jobs)
         for ns, fut in ping_futures.items():
             pings[ns] = fut.result()
         for ns, fut in http_futures.items():
@@ -123,9 +150,14 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
             https[i] = fut.result()
         for key, fut in batch_futures.items():
             https.update(zip(batches[key], fut.result()))
+    fulls_after = table_fulls()
+    # The kernel's shared neighbour table was full while verify ran: say so in what failed.
+    full = (fulls_after - fulls_before) if None not in (fulls_before, fulls_after) else 0
     # Each check's own outcome by its index: an addrs check's is the namespace's address list.
     https.update((i, all_addrs[c.ns]) for i, c in enumerate(checks) if c.method == "addrs")
-    results = judge(lab, checks, pings, https, seen, problems, missing, PROBES)
-    return Report(lab.name, results, time.monotonic() - started)
+    results = judge(lab, checks, pings, https, seen, problems, missing, PROBES, table_full=full)
+    cover = cover or coverage.choose(len(lab.pods))
+    return Report(lab.name, results, time.monotonic() - started, mode=cover.describe(),
+                  pairs=pairs(checks), table_full=full)
 
 

@@ -11,6 +11,7 @@ import subprocess
 from typing import Optional
 
 from ..core.lab import Lab
+from ..features.neighbours import host_gc_thresh3
 from ..runtime import kernel as K
 from .checks import REACHABLE, UNREACHABLE, Check, Server
 from .probes import HttpOut, MtuOut, PingOut
@@ -299,13 +300,20 @@ class _Routes:
                     f"{self.planned_route(ns, address)}")
         return self.cache[key]
 
-    def where(self, c: Check, detail: str) -> str:
+    def missing_route(self, c: Check) -> str:
+        """The first namespace on the way without a route, said as a reason, or ""."""
         for ns, address, way in c.hops:
             if ns is None:
                 continue
             err = self.error(ns, address)
             if err:
                 return f"{err}" + (" on the way back" if way == "return" else "")
+        return ""
+
+    def where(self, c: Check, detail: str) -> str:
+        missing = self.missing_route(c)
+        if missing:
+            return missing
         hint = f" ({detail})" if detail and detail not in ("no reply", "no connection") else ""
         # The request as the probe sent it; its answer (the way back) traced as a ping.
         proto = {"http": "tcp", "udp": "udp"}.get(c.method)
@@ -337,10 +345,31 @@ class _Routes:
         return ""
 
 
+def _lost(r: Result) -> bool:
+    """A packet that got no answer at all (not a wrong answer)."""
+    return r.check.method in ("ping", "http", "udp", "mtu") and \
+        not r.observed.startswith(("sees", "HTTP", "'", "connected", "answered"))
+
+
+def overflow_reason(c: Check, times: int, limit: int) -> str:
+    """A lost packet while the kernel's neighbour table was full: the ARP entry it needed could
+    not be made (the table is shared by every namespace on the host)."""
+    return (f"{c.src} got no answer from {c.target}: the kernel's neighbour (ARP) table was full "
+            f"while verify ran ({times} times: table_fulls in /proc/net/stat/arp_cache; the kernel "
+            f"log says 'neighbor table overflow'), so an entry this packet needed could not be "
+            f"made. The table is shared by every namespace on this host: look at sysctl "
+            f"net.ipv4.neigh.default.gc_thresh3 (now {limit}) and the entries in use (`ip -s neigh` "
+            f"in each namespace), or give the lab permanent entries with "
+            f"`network: {{staticNeighbours: always}}`")
+
+
 def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
-          problems: dict[Server, str], missing: set[str], custom: Optional[dict] = None
-          ) -> list[Result]:
+          problems: dict[Server, str], missing: set[str], custom: Optional[dict] = None,
+          table_full: int = 0) -> list[Result]:
+    """Each check's result. `table_full`: how many times the kernel's neighbour table was full
+    while the probes ran; a packet lost then is blamed on that, not on a route or a firewall."""
     custom = custom or {}
+    limit = host_gc_thresh3() if table_full else 0
     owners: dict[str, list[str]] = {}
     for c in checks:
         if c.method == "addr":
@@ -376,6 +405,9 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
         if not r.ok and not r.reason:
             if c.expect == UNREACHABLE:
                 r.reason = f"{c.target} answered {c.src}, but the check expects it unreachable"
+            elif table_full and _lost(r):
+                # a missing route is a reason of its own, full table or not
+                r.reason = routes.missing_route(c) or overflow_reason(c, table_full, limit)
             else:
                 r.reason = routes.where(c, r.observed)
         if not r.ok and c.why and c.method != "mtu":

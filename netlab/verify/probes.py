@@ -189,9 +189,30 @@ def _listening(pid: int, port: int) -> bool:
     return False
 
 
+def _listening_in(ns: str, port: int) -> bool:
+    """Whether namespace `ns` has a TCP socket listening on `port` (read from inside it: a shared
+    server's socket is in the pod's namespace, not in its process's)."""
+    want = f":{port:04X}"
+    try:
+        with K.inside(ns):
+            with open("/proc/thread-self/net/tcp") as f:
+                lines = f.read().splitlines()[1:]
+    except OSError:
+        return False
+    return any(len(w) > 3 and w[3] == "0A" and w[1].endswith(want) for w in map(str.split, lines))
+
+
 def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -> dict[Server, str]:
     """Wait (bounded, polling) until each server listens; the reason for each one that does not."""
+    from ..core.servers import SHARED, served
     by_owner = {what: pid for pid, what in LabState(lab.name).journal().pids.items()}
+    shared = served(lab)
+    shared_wait: dict[Server, int] = {}
+    for s in [s for s in servers if s.owner in shared]:
+        pid = by_owner.get(f"{shared[s.owner]}/{SHARED}")
+        if pid is not None and workloads.alive(pid):
+            shared_wait[s] = pid
+    servers = {s for s in servers if s not in shared_wait}
     in_ns: dict[str, list[int]] = {}
     inodes = {K.netns_inode(s.ns): s.ns for s in servers}
     for pid, inode in workloads.pids_in(i for i in inodes if i).items():
@@ -211,13 +232,14 @@ def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -
             waiting[s] = pid if pid is not None else in_ns[s.ns][0]
     deadline = time.monotonic() + timeout
     delay = 0.005
-    while waiting:
+    while waiting or shared_wait:
         waiting = {s: pid for s, pid in waiting.items() if not _listening(pid, s.port)}
-        if not waiting or time.monotonic() > deadline:
+        shared_wait = {s: pid for s, pid in shared_wait.items() if not _listening_in(s.ns, s.port)}
+        if not (waiting or shared_wait) or time.monotonic() > deadline:
             break
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-    for s in waiting:
+    for s in [*waiting, *shared_wait]:
         problems[s] = f"server down: nothing listens on port {s.port} in {s.ns} after {timeout:g}s"
     return problems
 

@@ -31,6 +31,9 @@ class Report:
     lab: str
     results: list[Result] = field(default_factory=list)
     seconds: float = 0.0
+    mode: str = ""           # which pairs ran (verify.coverage): "mesh: every pair", "covering: ..."
+    pairs: int = 0           # how many (source, target) pairs the checks covered
+    table_full: int = 0      # times the kernel's neighbour table was full while probing
 
     @property
     def failed(self) -> list[Result]:
@@ -38,8 +41,10 @@ class Report:
 
     def summary(self) -> str:
         bad = len(self.failed)
+        full = (f"; the kernel's neighbour table was full {self.table_full} times "
+                f"(net.ipv4.neigh.default.gc_thresh3)" if self.table_full and bad else "")
         return (f"verify {self.lab}: {len(self.results)} checks, {len(self.results) - bad} passed, "
-                f"{bad} failed in {self.seconds:.2f}s")
+                f"{bad} failed in {self.seconds:.2f}s{full}")
 
 
 COLUMNS = ("RULE", "FROM", "TO", "METHOD", "EXPECTED", "OBSERVED", "RESULT", "REPRODUCE")
@@ -64,12 +69,37 @@ def _named(c: Check) -> str:
     return c.label if c.label and not c.why else f"{c.src} -> {c.dst}"
 
 
-def render_text(report: Report) -> str:
-    """A plain table (fast for thousands of rows), the reasons of the failures, a summary line."""
-    rows = [COLUMNS] + [_row(r) for r in report.results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
-             for row in rows]
+def per_rule(report: Report) -> list[tuple[str, int, int]]:
+    """(rule, checks, failed) in the order the rules ran."""
+    counts: dict[str, list[int]] = {}
+    for r in report.results:
+        n = counts.setdefault(r.check.rule, [0, 0])
+        n[0] += 1
+        n[1] += not r.ok
+    return [(rule, n, bad) for rule, (n, bad) in counts.items()]
+
+
+def _table(rows: list[tuple[str, ...]], right: int = 0) -> list[str]:
+    """Plain columns (fast for thousands of rows); the last `right` ones right-aligned. A left-
+    aligned last column is not padded."""
+    ncol = len(rows[0])
+    widths = [max(len(row[i]) for row in rows) for i in range(ncol)]
+    first = ncol - right
+    return ["  ".join(cell.rjust(w) if i >= first else cell if i == ncol - 1 else cell.ljust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+
+
+def render_text(report: Report, verbose: bool = False) -> str:
+    """By default one line per rule, then every failure with its reason and the command that
+    reproduces it, then the summary; `verbose`: every check's row instead of the rule lines."""
+    if verbose:
+        lines = _table([COLUMNS] + [_row(r) for r in report.results])
+    else:
+        lines = _table([("RULE", "CHECKS", "PASSED", "FAILED")] +
+                       [(rule, str(n), str(n - bad), str(bad)) for rule, n, bad in per_rule(report)],
+                       right=3)
+    if report.mode:
+        lines += ["", f"{report.pairs} pairs checked ({report.mode})"]
     failed = report.failed
     if failed:
         lines += ["", "Failures:"]
@@ -92,7 +122,11 @@ def save(report: Report) -> None:
 def render_json(report: Report) -> dict:
     return {"lab": report.lab, "checks": len(report.results),
             "passed": len(report.results) - len(report.failed), "failed": len(report.failed),
-            "seconds": round(report.seconds, 3), "results": [r.as_dict() for r in report.results]}
+            "seconds": round(report.seconds, 3), "mode": report.mode, "pairs": report.pairs,
+            "table_full": report.table_full,
+            "rules": [{"rule": rule, "checks": n, "passed": n - bad, "failed": bad}
+                      for rule, n, bad in per_rule(report)],
+            "results": [r.as_dict() for r in report.results]}
 
 
 def render_junit(report: Report) -> str:

@@ -36,7 +36,12 @@ def sh(*argv: str, stdin: str | None = None) -> None:
 def test_healthy_lab_passes_every_check_in_every_output(lab, tmp_path):
     netlab("up", "--name", lab)
     text = netlab("verify", lab)                      # exit 0: every check passes
-    assert f"ip netns exec {lab}-web curl -s http://10.244.2.3:8080/clientip" in text.stdout
+    lines = text.stdout.splitlines()
+    assert lines[0].split() == ["RULE", "CHECKS", "PASSED", "FAILED"] and len(lines) <= 40
+    assert "pod-pod-cross-node      48      48       0" in text.stdout
+    assert "72 pairs checked (mesh: every pair)" in text.stdout
+    rows = netlab("verify", lab, "-v").stdout                # every check's row
+    assert f"ip netns exec {lab}-web curl -s http://10.244.2.3:8080/clientip" in rows
     assert text.stdout.rstrip().splitlines()[-1].startswith(
         f"verify {lab}: {DEFAULT_CHECKS} checks, {DEFAULT_CHECKS} passed, 0 failed in ")
 

@@ -46,7 +46,7 @@ def test_every_shipped_scenario_passes_verify_completely(scenario):
 
 def test_docker_rules_show_in_verify_positive_and_negative(lab):
     netlab("up", str(SCENARIOS / "docker-modes.yaml"), "--name", lab)
-    text = netlab("verify", lab).stdout
+    text = netlab("verify", lab, "-v").stdout
     # -p 80:80 on the none container publishes nothing: a passing negative check (node1:80 is
     # answered, but by the host-mode container)
     row = next(line for line in text.splitlines() if "no answer from c-none" in line

@@ -165,10 +165,21 @@ def test_json_and_junit_renderings_parse():
 
 
 def test_text_table_lists_failures_and_closes_with_a_summary():
-    text = V.render_text(_report())
+    text = V.render_text(_report(), verbose=True)
     assert text.splitlines()[0].split() == ["RULE", "FROM", "TO", "METHOD", "EXPECTED", "OBSERVED",
                                             "RESULT", "REPRODUCE"]
     assert "Failures:" in text and "expected the answer 'db'" in text
+    assert text.rstrip().splitlines()[-1] == "verify three-node: 2 checks, 1 passed, 1 failed in 0.50s"
+
+
+def test_default_report_is_one_line_per_rule_then_the_failures():
+    report = _report()
+    text = V.render_text(report)
+    lines = text.splitlines()
+    assert lines[0].split() == ["RULE", "CHECKS", "PASSED", "FAILED"]
+    rules = {c.rule for c in (r.check for r in report.results)}
+    assert len([l for l in lines[1:] if l.split()[:1] and l.split()[0] in rules]) >= len(rules)
+    assert "Failures:" in text and "expected the answer 'db'" in text and "reproduce: " in text
     assert text.rstrip().splitlines()[-1] == "verify three-node: 2 checks, 1 passed, 1 failed in 0.50s"
 
 
