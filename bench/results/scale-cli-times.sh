@@ -1,5 +1,6 @@
 #!/bin/bash
-# --help and status, main (compiled copy) and this branch alternately, N rounds, from the shell.
+# --help and status, main (a copy of /work/main at /tmp/scl-main, byte-compiled) and this branch
+# alternately, N rounds, from the shell (the figures of RESULTS.md, issue 13).
 P=/opt/netlab/bin/python
 cd /tmp   # python -m puts the cwd first on sys.path
 N=${1:-20}
