@@ -135,7 +135,17 @@ def _run_ops(ops: list) -> None:
     from .runtime import kernel as K
     with K.Kernel() as kern:
         for op in ops:
-            kern.apply(op)
+            _apply_one(kern, op)
+
+
+def _apply_one(kern, op) -> None:
+    """One operation of a fault: a file of /etc/netns/<ns>/ (recorded in the journal when the lab
+    came up, so `down` removes it) is written in place; the rest goes to the kernel."""
+    if isinstance(op, P.EtcNetnsFile):
+        from .runtime import etcnetns
+        etcnetns.write(op.ns, op.name, op.text)
+        return
+    kern.apply(op)
 
 
 def apply(name: str, fault: str, on: Optional[str] = None, hidden: bool = False,
@@ -173,7 +183,7 @@ def _undo_ops(ops: list) -> None:
     for op in ops:
         try:
             with K.Kernel() as kern:
-                kern.apply(op)
+                _apply_one(kern, op)
         except KernelError as e:
             if "File exists" not in e.message:
                 raise

@@ -122,6 +122,16 @@ class HairpinOn:
 
 
 @dataclass(frozen=True)
+class HairpinOff:
+    """Hairpin mode off on a bridge port (a break-it fault; the bridge's default)."""
+    ns: str
+    ifname: str
+
+    def ip(self) -> str:
+        return f"ip {_n(self.ns)}link set dev {_q(self.ifname)} type bridge_slave hairpin off"
+
+
+@dataclass(frozen=True)
 class Sysctl:
     """A sysctl under /proc/sys/net, set inside a namespace (never the root one)."""
     ns: str
@@ -371,13 +381,13 @@ class FdbDel:
         return f"bridge {_n(self.ns)}fdb del {self.mac} dev {_q(self.dev)} dst {self.dst} self"
 
 
-UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel)
+UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel, HairpinOff)
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
            LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkAddress,
            DevRouteAdd, HairpinOn, EtcNetnsFile, RouteDel, LinkDown, AddrDel, NeighDel,
-           NeighReplace, FdbDel, NeighPermanent]
+           NeighReplace, FdbDel, NeighPermanent, HairpinOff]
 
 
 def as_record(op: Op) -> dict:

@@ -157,6 +157,10 @@ class Services(Feature):
     def probes(self) -> dict:
         return {svcchecks.METHOD: svcchecks.Probe()}
 
+    def faults(self) -> list:
+        from . import svcfaults     # its make() asks this module for the reload ops
+        return svcfaults.FAULTS
+
     def needs(self, lab: Lab) -> Needs:
         if not lab.services:
             return Needs()

@@ -32,6 +32,7 @@ class Ep:
     ns: str
     node_ns: str
     chain: str
+    veth: str = ""      # the node's end of the pod's veth: its cni0 port
 
 
 class SvcCheck(Check):
@@ -70,8 +71,9 @@ def _eps(lab: Lab, svc: Service, port: ServicePort) -> list[Ep]:
     out = []
     for e in endpoints(svc, lab.pods):
         if e.port_name == port.name:
-            out.append(Ep(e.pod, e.ip, e.port, e.node, lab.pod(e.pod).ns, lab.node(e.node).ns,
-                          kubeproxy.endpoint_chain(svc, port, e)))
+            pod = lab.pod(e.pod)
+            out.append(Ep(e.pod, e.ip, e.port, e.node, pod.ns, lab.node(e.node).ns,
+                          kubeproxy.endpoint_chain(svc, port, e), pod.host_veth))
     return out
 
 

@@ -209,6 +209,16 @@ def _bridge_nf(node_ns: str) -> tuple[str, str]:
     return sysctl, opt
 
 
+def _hairpin(node_ns: str, veth: str) -> Optional[bool]:
+    """Whether a cni0 port has hairpin mode on (None: unknown)."""
+    try:
+        info = json.loads(subprocess.run(["ip", "-j", "-d", "-n", node_ns, "link", "show", veth],
+                                         capture_output=True, text=True, timeout=10).stdout or "[]")
+        return bool(info[0]["linkinfo"]["info_slave_data"]["hairpin"])
+    except (ValueError, LookupError):
+        return None
+
+
 def _why_endpoint(c: Check, e: Ep, hairpin: bool = False) -> str:
     """Why endpoint `e` did not answer through the node that DNATs (c.data[4])."""
     proto, node_ns = c.data[1], c.data[4]
@@ -227,6 +237,9 @@ def _why_endpoint(c: Check, e: Ep, hairpin: bool = False) -> str:
                 f"(endpoint {e.pod})")
     if hairpin and _masq_problem(c):
         return _masq_problem(c) + ": a hairpin connection needs it"
+    if hairpin and node_ns == e.node_ns and e.veth and _hairpin(node_ns, e.veth) is False:
+        return (f"hairpin is off on {e.veth} in {node_ns} (endpoint {e.pod}'s cni0 port): the "
+                f"bridge never sends {e.pod}'s own DNAT'd frame back out the port it came in")
     if node_ns == e.node_ns and c.src != "outside":
         sysctl, opt = _bridge_nf(node_ns)
         if sysctl != "1" and opt != "1":

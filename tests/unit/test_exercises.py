@@ -27,7 +27,7 @@ def load(name: str):
 
 
 def test_every_fault_applies_somewhere_and_undoes_what_it_does():
-    labs = [load(n) for n in ("three-node", "overlay", "docker-modes", "mixed")]
+    labs = [load(n) for n in ("three-node", "overlay", "docker-modes", "mixed", "same-node", "dns")]
     for name, fault in FAULTS.items():
         assert fault.summary and fault.on in ("node", "pod", "container"), name
         applied = [(lab, t) for lab in labs for t in fault.targets(lab)]
@@ -164,3 +164,39 @@ def test_break_list_prints_one_line_per_fault_without_root():
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and len(lines) == len(FAULTS)
     assert [line.split()[0] for line in lines] == list(FAULTS)
+
+
+def test_bridge_nf_off_only_where_kube_proxys_random_choice_cannot_decide():
+    # services.yaml: every node has a client whose Service has endpoints here and elsewhere
+    assert FAULTS["bridge-nf-off"].targets(load("services")) == []
+    lab = load("same-node")
+    assert FAULTS["bridge-nf-off"].targets(lab) == ["node1"]
+    broken = E.expected(lab, "bridge-nf-off", "node1", engine.derive(lab))
+    assert sorted(c.rule for c in broken) == ["svc-clientip", "svc-endpoints", "svc-pod-clusterip"]
+    assert {c.src for c in broken} == {"client"}      # not node1 itself, not node2's client
+
+
+def test_endpoint_chain_missing_flushes_one_chain_and_undoes_with_the_reload():
+    from netlab.features.services import Services
+    lab = load("dns")
+    b = FAULTS["endpoint-chain-missing"].make(lab, "web")
+    assert b.ops[0].ruleset == f"flush chain ip kube-proxy {b.obj}\n"
+    assert list(b.undo) == [op for op in Services().reload(lab) if op.ns == b.ns]
+    broken = E.expected(lab, "endpoint-chain-missing", "web", engine.derive(lab))
+    assert {c.data[4] for c in broken} == {b.ns} and {c.dst for c in broken} == {"svc/web:80"}
+
+
+def test_hairpin_off_breaks_only_the_pods_own_hairpin_checks():
+    lab = load("services")
+    target = FAULTS["hairpin-off"].targets(lab)[0]
+    broken = E.expected(lab, "hairpin-off", target, engine.derive(lab))
+    assert broken and all(c.rule == "svc-hairpin" and c.src == target for c in broken)
+
+
+def test_resolv_no_search_breaks_the_short_names_of_one_pod():
+    lab = load("dns")
+    b = FAULTS["resolv-no-search"].make(lab, "shopper")
+    assert "search" not in b.ops[0].text and "search" in b.undo[0].text
+    broken = E.expected(lab, "resolv-no-search", "shopper", engine.derive(lab))
+    assert broken and all(c.src == "shopper" and not c.target.endswith(".cluster.local")
+                          for c in broken)

@@ -126,6 +126,10 @@ class Dns(Feature):
         from . import rules
         return rules.RULES
 
+    def faults(self) -> list:
+        from . import faults
+        return faults.FAULTS
+
     def probes(self) -> dict:
         from . import rules
         return {rules.METHOD: rules.Probe()}

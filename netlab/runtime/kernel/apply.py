@@ -261,6 +261,9 @@ class Kernel(FastPath):
         # IFLA_BRPORT_MODE is the bridge port's hairpin flag.
         self.sock(op.ns).brport("set", index=self.index(op.ns, op.ifname), mode=1)
 
+    def _hairpin_off(self, op: P.HairpinOff) -> None:
+        self.sock(op.ns).brport("set", index=self.index(op.ns, op.ifname), mode=0)
+
     # The deletes of the break-it exercises: an object already gone is no error (a learner may
     # have removed it by hand), so an undo can always run to its end.
     _GONE = (errno.ESRCH, errno.ENOENT, errno.EADDRNOTAVAIL, errno.ENODEV)
@@ -314,6 +317,7 @@ class Kernel(FastPath):
         P.OnlinkRouteAdd: _onlink_route_add,
         P.DevRouteAdd: _dev_route_add,
         P.HairpinOn: _hairpin_on,
+        P.HairpinOff: _hairpin_off,
         P.RouteDel: _route_del,
         P.LinkDown: _link_down,
         P.AddrDel: _addr_del,

@@ -1,0 +1,54 @@
+"""The cluster DNS's faults of the break-it exercises (core.fault): a pod's resolv.conf without its
+search line, so short names (`web`, `web.shop`, `kube-dns.kube-system`) are asked as they are and
+do not resolve, while full names still do.
+"""
+
+from __future__ import annotations
+
+from ...core.fault import Broken, Fault
+from ...core.lab import Lab
+from ...core.ops import EtcNetnsFile
+from .rules import ETC, METHOD, NXDOMAIN
+
+
+def _clusterfirst(lab: Lab) -> list:
+    """The pods with a resolv.conf of their own that asks the cluster DNS with a search path."""
+    from . import policy
+    return [p for p in lab.pods if not p.host_network and p.name != lab.dns.pod
+            and policy(lab, p) == "ClusterFirst"]
+
+
+class ResolvNoSearch(Fault):
+    name = "resolv-no-search"
+    summary = "a pod's resolv.conf lost its search line: short Service names no longer resolve"
+    on = "pod"
+    lesson = "DNS"
+
+    def targets(self, lab: Lab) -> list[str]:
+        if getattr(lab, "dns", None) is None:
+            return []
+        return [p.name for p in _clusterfirst(lab)]
+
+    def make(self, lab: Lab, target: str) -> Broken:
+        from . import resolv_of
+        pod = lab.pod(target)
+        text = resolv_of(lab, pod)
+        without = "".join(line for line in text.splitlines(keepends=True)
+                          if not line.split()[:1] == ["search"])
+        path = f"{ETC}/{pod.ns}/resolv.conf"
+        return Broken((EtcNetnsFile(pod.ns, "resolv.conf", without),),
+                      (EtcNetnsFile(pod.ns, "resolv.conf", text),), pod.ns, path,
+                      f"cat {path}", EtcNetnsFile(pod.ns, "resolv.conf", text).ip())
+
+    def breaks(self, lab: Lab, target: str, check) -> bool:
+        """A query from the pod for a name the search path had to complete: with no search list,
+        dig asks it as it is, and only a full name (ending in the cluster domain) exists."""
+        if check.method != METHOD or check.ns != lab.pod(target).ns:
+            return False
+        qtype, want, absolute = check.data[:3]
+        name = check.target.rstrip(".")
+        return (not absolute and qtype != "PTR" and want != NXDOMAIN
+                and not name.endswith("." + lab.dns.domain))
+
+
+FAULTS = [ResolvNoSearch()]
