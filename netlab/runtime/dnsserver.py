@@ -1,6 +1,6 @@
 """The cluster DNS server of a lab that is up, when its pods change (`scale`, `delete`): dnsmasq.conf
 rewritten from the lab as it is now, and dnsmasq restarted, since dnsmasq rereads --conf-file only
-when it starts (SIGHUP rereads its hosts files alone; see netlab/features/dns/records.py). The removed pods'
+when it starts (SIGHUP rereads its hosts files alone; see netlab/features/dns/model.py). The removed pods'
 /etc/netns files go with them; the new pods' come with their namespaces (their EtcNetnsFile ops).
 """
 

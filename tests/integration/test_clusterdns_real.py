@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab.features.dns import records as cd
+from netlab.features.dns import model as cd
 from tests.conftest import requires_root, unique_name
 
 pytestmark = requires_root

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab.features.dns.records import (
+from netlab.features.dns.model import (
     DnsmasqFiles, Endpoint, Pod, Port, Record, Service, corefile, dns_service_ip, dnsmasq_argv,
     dnsmasq_conf, kube_dns_service,
     namespaces_of, node_resolv_conf, records, remove_netns_resolv, resolv_conf, resolv_conf_for,

@@ -1,7 +1,7 @@
 """Cluster DNS, as a cluster has it: a real DNS server (Debian's dnsmasq, configured statically
 from the lab) in the pod `kube-system/coredns-<hash>-<suffix>` behind the Service
 `kube-system/kube-dns` at the 10th address of the serviceCIDR (10.96.0.10), reached through
-kube-proxy's rules like any Service; Kubernetes' record schema (records.py here, pure);
+kube-proxy's rules like any Service; Kubernetes' record schema (model.py here, pure);
 each pod's and node's own resolv.conf in /etc/netns/<ns>/.
 
 `dns: true` turns it on; it is on by default when the scenario has Services. The DNS pod takes
@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import records as cd
+from . import model as cd
 from ...core.feature import Feature, Needs, NotOnHost
 from ...core.lab import Container, ContainerPort, Lab, Pod, ifname_for, state_dir
 from ...core.ops import EtcNetnsFile, WriteFile

@@ -64,7 +64,7 @@ def observe(namespaces: list[str], lab: str = ""):
     """A Snapshot of what the kernel holds in these namespaces: links, addresses, routes, NAT.
 
     Missing namespaces are left out (the snapshot shows what is there)."""
-    from ..view import nft, snapshot as S
+    from ...view import nft, snapshot as S
     present = [ns for ns in namespaces if netns_exists(ns)]
     with Kernel() as kern:
         # Index -> name per namespace first: a veth's peer is named by index in its namespace.
