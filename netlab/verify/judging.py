@@ -285,6 +285,15 @@ class _Routes:
         return ""
 
 
+def _stops(routes: "_Routes", probe, c: Check, out) -> str:
+    """Where a feature's probe's packet stopped, traced through the live rules: the probe's
+    `lost(check, out)` says which packet got no answer (namespace, address, port, protocol)."""
+    lost = getattr(probe, "lost", None)
+    way = lost(c, out) if lost is not None else None
+    stop = routes.stopped(*way) if way else ""
+    return f"; the packet stops: {stop}" if stop else ""
+
+
 def _lost(r: Result) -> bool:
     """A packet that got no answer at all (not a wrong answer)."""
     return r.check.method in ("ping", "http", "udp", "mtu") and \
@@ -338,6 +347,7 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             r = _judge_ping(c, pings[c.ns][c.target])
         elif c.method in custom:
             r = custom[c.method].judge(c, https[i])
+            r.reason += _stops(routes, custom[c.method], c, https[i]) if not r.ok else ""
         elif c.asks:
             r = _judge_answer(c, https[i])
         else:

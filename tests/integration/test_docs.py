@@ -50,7 +50,7 @@ DOCS = [
 ]
 # Every lab and hand-made namespace the docs create: checked absent before a doc, and after it.
 LABS = ["three-node", "overlay", "docker-modes", "mixed", "demo", "cni-lab", "cni-ipmasq", "ingress",
-        "dns", "netpol", "services", "same-node"]
+        "dns", "netpol", "services", "same-node", "netpol-dns"]
 HAND_MADE = ["red", "blue"]
 LOCK = "/run/netlab-docs-tests.lock"
 COMMAND_TIMEOUT = 120

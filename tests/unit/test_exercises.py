@@ -27,9 +27,10 @@ def load(name: str):
 
 
 def test_every_fault_applies_somewhere_and_undoes_what_it_does():
-    labs = [load(n) for n in ("three-node", "overlay", "docker-modes", "mixed", "same-node", "dns")]
+    labs = [load(n) for n in ("three-node", "overlay", "docker-modes", "mixed", "same-node", "dns",
+                                  "netpol-dns")]
     for name, fault in FAULTS.items():
-        assert fault.summary and fault.on in ("node", "pod", "container"), name
+        assert fault.summary and fault.on in ("node", "pod", "container", "namespace"), name
         applied = [(lab, t) for lab in labs for t in fault.targets(lab)]
         assert applied, f"{name} applies to no shipped scenario"
         for lab, target in applied:

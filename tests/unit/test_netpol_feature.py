@@ -118,7 +118,9 @@ def test_policy_checks_every_pair_and_port_with_reasons():
     assert checks["b", "a", 80, "TCP"].data[5] == "allowed by default/web ingress rule 1"
     assert checks["a", "b", 80, "TCP"].expect == "unreachable"
     assert "y/deny selects y/b for Ingress" in checks["a", "b", 80, "TCP"].data[5]
-    assert checks["b", "a", 53, "UDP"].reproduce.startswith("echo hostname | ip netns exec t-b")
+    # to UDP 53 the probe asks a DNS query (a DNS server ignores netexec's `hostname`)
+    assert checks["b", "a", 53, "UDP"].reproduce == "ip netns exec t-b dig @10.244.1.2 +time=1 +tries=1 . NS"
+    assert checks["b", "a", 80, "TCP"].reproduce.startswith("ip netns exec t-b curl")
     assert "policy" in RULES
 
 

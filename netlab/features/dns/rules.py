@@ -279,6 +279,10 @@ class Probe:
     def judge(self, c: Check, out: DigOut) -> Result:
         return judge(c, out)
 
+    def lost(self, c: Check, out: DigOut) -> Optional[tuple]:
+        """A query nothing answered: its packet, to the kube-dns Service (for verify's trace)."""
+        return None if out.status else (c.ns, c.data[5], 53, "udp")
+
 
 def _observed(out: DigOut) -> str:
     if not out.status:

@@ -9,6 +9,7 @@ The parts, each a module of this package:
 - nft.py: the ruleset of one node, `without_rule()`;
 - verify.py: the `policy` rule, its batched probe, what policies change in other rules' checks
   (`refine`), and the observed truth table;
+- faults.py: the break-it fault policy-blocks-dns (a default-deny egress that forgets DNS);
 - connect.py: the probe process that runs inside a pod (standard library only).
 
 What the lab gives it: pods with namespace, labels, named ports, IP and node (hostNetwork pods
@@ -101,6 +102,10 @@ class NetworkPolicies(Feature):
     def refine(self, lab: Lab, checks: list) -> list:
         from . import verify
         return verify.refine(lab, checks)
+
+    def faults(self) -> list:
+        from . import faults
+        return faults.FAULTS
 
     def needs(self, lab: Lab) -> Needs:
         if not lab.network_policies:

@@ -1,6 +1,6 @@
 """verify's NetworkPolicy prober: from inside one namespace, opens every TCP connection and sends
 every UDP datagram it is given at once (non-blocking, one selector), and says of each whether it
-got through: `open` (connected, or a UDP answer), `refused` (a RST or ICMP port unreachable came
+got through: `open` (connected, or a UDP answer: to port 53 it sends a DNS query), `refused` (a RST or ICMP port unreachable came
 back: the packet reached the pod, no server listens) or `timeout` (nothing came back: dropped).
 
     printf 'tcp 10.244.1.2 80\\nudp 10.244.2.3 81\\n' | python3 connect.py --timeout 1.5
@@ -18,6 +18,9 @@ import sys
 import time
 
 BATCH = 400          # sockets open at once (well below the default 1024 descriptors)
+# To UDP port 53 a DNS query (id 0x4e4c, the root's NS): a DNS server ignores netexec's
+# `hostname`, and answers this one, also with NXDOMAIN or REFUSED (`dig @IP . NS`).
+DNS_QUERY = bytes.fromhex("4e4c00000001000000000000" "00" "0002" "0001")
 
 
 def _round(targets: list[tuple[str, str, int]], timeout: float) -> list[str]:
@@ -38,7 +41,7 @@ def _round(targets: list[tuple[str, str, int]], timeout: float) -> list[str]:
                 sel.register(s, selectors.EVENT_WRITE, i)
             else:
                 s.connect((ip, port))
-                s.send(b"hostname\n")
+                s.send(DNS_QUERY if port == 53 else b"hostname\n")
                 sel.register(s, selectors.EVENT_READ, i)
         except OSError as e:
             out[i] = _name(e.errno)

@@ -89,6 +89,8 @@ def rule_policy(lab: Lab) -> list[Check]:
 
 
 def reproduce(ns: str, proto: str, ip: str, port: int) -> str:
+    if proto == "UDP" and port == 53:      # connect.py asks a DNS server a real query
+        return f"ip netns exec {ns} dig @{ip} +time=1 +tries=1 . NS"
     if proto == "UDP":
         return f"echo hostname | ip netns exec {ns} socat -t1 - UDP:{ip}:{port}"
     return f"ip netns exec {ns} curl -s --connect-timeout 2 http://{ip}:{port}/hostname"
@@ -119,6 +121,12 @@ class Probe:
 
     def judge(self, c: Check, out: str) -> Result:
         return judge(c, out)
+
+    def lost(self, c: Check, out: str) -> Optional[tuple]:
+        """An allowed connection that got no answer: its packet (for verify's trace)."""
+        if out != "timeout" or c.expect != REACHABLE:
+            return None
+        return (c.ns, c.target, c.port, c.data[0].lower())
 
 
 def reached(out: str) -> bool:
