@@ -88,6 +88,36 @@ def test_round_trip_break_hint_fix_by_hand_check(lab, fault, tmp_path):
     assert props["fault"] == fault and props["seed"] == str(seed) and props["hints"] == "3"
 
 
+def test_round_trip_policy_blocks_dns_fixed_with_an_nft_rule_for_dns(lab):
+    """The NetworkPolicy exercise: a default-deny egress policy on namespace shop that forgets
+    DNS. The learner inserts, in each pod's egress chain, the rule the policy lacks (DNS to the
+    DNS pod), as Broken.fix says, and `netlab check` grades it fixed."""
+    path = str(SCENARIOS / "netpol-dns.yaml")
+    netlab("up", path, "--name", lab)
+    the_lab = model.load(path, lab)
+    seed, target = seed_for(the_lab, "policy-blocks-dns")
+    assert target == "shop"
+    told = netlab("break", lab, "--random", "--seed", str(seed)).stdout
+    assert "Symptom:" in told and "policy-blocks-dns" not in told and "client" in told
+
+    broken = E.fault_of("policy-blocks-dns").make(the_lab, target)
+    hints = [netlab("hint", lab).stdout for _ in range(3)]
+    assert "dns-" in hints[0] and broken.ns not in hints[0].split("for example")[0]
+    assert f"the packet stops in namespace {broken.ns}" in hints[1]
+    assert f"look with: {broken.look}" in hints[2]
+    dig = f"ip netns exec {lab}-client dig +search +time=1 +tries=1 web"
+    assert "timed out" in subprocess.run(dig, shell=True, capture_output=True, text=True).stdout
+
+    assert netlab("check", lab, check=False).returncode == 1    # not fixed yet
+    assert "egress.shop.client" in broken.fix and "dport 53" in broken.fix
+    by_hand(broken.fix)
+    answer = subprocess.run(dig, shell=True, capture_output=True, text=True).stdout
+    assert "status: NOERROR" in answer and "web.shop.svc.cluster.local." in answer
+    done = until_ok("check", lab)
+    assert f"The fault was policy-blocks-dns on {target}" in done.stdout, done.stdout
+    assert LabState(lab).journal().finished[-1]["ended"] == "fixed"
+
+
 def test_a_seed_gives_the_same_exercise_and_undo_restores(lab):
     netlab("up", THREE, "--name", lab)
     picked = []
