@@ -88,6 +88,8 @@ def symptom(lab: Lab, fault: str, target: str) -> str:
     more = f" (and {len(broken) - 1} more checks fail)" if len(broken) > 1 else ""
     if c.method == "mtu":
         return f"large packets from {c.src} to {c.dst} never arrive; small ones do{more}"
+    if c.method == "dns":
+        return f"{c.src} cannot resolve {c.target}{more}"
     if c.method == "http" and c.nat is False and not any(x.method == "ping" for x in broken):
         return (f"{c.dst} sees the wrong client address when {c.src} connects "
                 f"(curl {c.url}){more}")

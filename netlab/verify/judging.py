@@ -285,13 +285,17 @@ class _Routes:
         return ""
 
 
-def _stops(routes: "_Routes", probe, c: Check, out) -> str:
+def _stops(routes: "_Routes", probe, c: Check, out, reason: str) -> str:
     """Where a feature's probe's packet stopped, traced through the live rules: the probe's
-    `lost(check, out)` says which packet got no answer (namespace, address, port, protocol)."""
+    `lost(check, out)` says which packet got no answer (namespace, address, port, protocol),
+    its `stops(reason, stop)` (if any) how to say it."""
     lost = getattr(probe, "lost", None)
     way = lost(c, out) if lost is not None else None
     stop = routes.stopped(*way) if way else ""
-    return f"; the packet stops: {stop}" if stop else ""
+    if not stop:
+        return reason
+    say = getattr(probe, "stops", None)
+    return say(reason, stop) if say is not None else f"{reason}; the packet stops: {stop}"
 
 
 def _lost(r: Result) -> bool:
@@ -347,7 +351,8 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             r = _judge_ping(c, pings[c.ns][c.target])
         elif c.method in custom:
             r = custom[c.method].judge(c, https[i])
-            r.reason += _stops(routes, custom[c.method], c, https[i]) if not r.ok else ""
+            if not r.ok:
+                r.reason = _stops(routes, custom[c.method], c, https[i], r.reason)
         elif c.asks:
             r = _judge_answer(c, https[i])
         else:

@@ -95,6 +95,8 @@ def test_symptoms_tell_what_is_seen_not_the_cause():
     assert E.symptom(lab, "veth-down", "db").startswith("db cannot reach ")
     assert "sees the wrong client address" in E.symptom(lab, "masquerade", "node1")
     assert "large packets" in E.symptom(load("overlay"), "mtu-1500", "web")
+    assert E.symptom(load("netpol-dns"), "policy-blocks-dns", "shop").startswith(
+        "client cannot resolve web.shop.svc.cluster.local (and 22 more")
 
 
 def test_ops_round_trip_through_the_journal_and_render_as_commands():

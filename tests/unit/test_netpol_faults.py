@@ -106,9 +106,14 @@ def test_a_lost_packet_is_traced_where_the_probe_says():
         def stopped(self, ns, address, port, proto):
             return f"dropped in X by `drop` ({ns} {address} {port} {proto})"
 
-    assert _stops(Routes(), DigProbe(), dig, DigOut()) == \
-        "; the packet stops: dropped in X by `drop` (nd-u-client 10.96.0.10 53 udp)"
-    assert _stops(Routes(), object(), dig, DigOut()) == ""
+    said = "no answer: the server runs: try `ss -lunp`"
+    assert _stops(Routes(), DigProbe(), dig, DigOut(), said) == \
+        "no answer: the server runs; the query stops: dropped in X by `drop` (nd-u-client " \
+        "10.96.0.10 53 udp)"
+    assert _stops(Routes(), npverify.Probe(), pol, "timeout", "lost") == \
+        f"lost; the packet stops: dropped in X by `drop` ({pol.ns} {pol.target} 53 " \
+        f"{pol.data[0].lower()})"
+    assert _stops(Routes(), object(), dig, DigOut(), said) == said
 
 
 def test_the_udp_53_probe_is_a_dns_query():

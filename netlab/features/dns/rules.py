@@ -283,6 +283,11 @@ class Probe:
         """A query nothing answered: its packet, to the kube-dns Service (for verify's trace)."""
         return None if out.status else (c.ns, c.data[5], 53, "udp")
 
+    def stops(self, reason: str, stop: str) -> str:
+        """The reason with where the trace stopped the query (then no need to look at the
+        server's sockets)."""
+        return f"{reason.split(_TRY)[0]}; the query stops: {stop}"
+
 
 def _observed(out: DigOut) -> str:
     if not out.status:
@@ -384,7 +389,10 @@ def _why_no_answer(c: Check, out: DigOut) -> str:
     if rules:
         return f"{out.error}: {rules}"
     return (f"{out.error} from {service_ip}; the server (dnsmasq, {dns_ip} in {dns_ns}) runs and "
-            f"{node_ns} has the kube-dns Service's rules: try `ip netns exec {dns_ns} ss -lunp`")
+            f"{node_ns} has the kube-dns Service's rules{_TRY}`ip netns exec {dns_ns} ss -lunp`")
+
+
+_TRY = ": try "
 
 
 def _pids(ns: str) -> Optional[list[str]]:

@@ -89,8 +89,9 @@ def rule_policy(lab: Lab) -> list[Check]:
 
 
 def reproduce(ns: str, proto: str, ip: str, port: int) -> str:
-    if proto == "UDP" and port == 53:      # connect.py asks a DNS server a real query
-        return f"ip netns exec {ns} dig @{ip} +time=1 +tries=1 . NS"
+    if port == 53:                 # connect.py asks a DNS server a real query over UDP
+        tcp = " +tcp" if proto == "TCP" else ""
+        return f"ip netns exec {ns} dig{tcp} @{ip} +time=1 +tries=1 . NS"
     if proto == "UDP":
         return f"echo hostname | ip netns exec {ns} socat -t1 - UDP:{ip}:{port}"
     return f"ip netns exec {ns} curl -s --connect-timeout 2 http://{ip}:{port}/hostname"
