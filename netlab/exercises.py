@@ -93,6 +93,8 @@ def symptom(lab: Lab, fault: str, target: str) -> str:
                 f"(curl {c.url}){more}")
     if c.asks:
         return f"{c.src} gets no answer at {c.target}:{c.port}{more}"
+    if c.method == "dns":
+        return f"{c.src} cannot resolve {c.target}{more}"
     return f"{c.src} cannot reach {c.dst}{more}"
 
 
@@ -131,19 +133,24 @@ def active(name: str) -> Optional[dict]:
     return faults[-1] if faults else None
 
 
-def _run_ops(ops: list) -> None:
+def _run_ops(ops: list, state) -> None:
     from .runtime import kernel as K
     with K.Kernel() as kern:
         for op in ops:
-            _apply_one(kern, op)
+            _apply_one(kern, op, state)
 
 
-def _apply_one(kern, op) -> None:
+def _apply_one(kern, op, state) -> None:
     """One operation of a fault: a file of /etc/netns/<ns>/ (recorded in the journal when the lab
-    came up, so `down` removes it) is written in place; the rest goes to the kernel."""
+    came up, so `down` removes it) is written in place; a process is stopped or started again as
+    `up` does it, its pid in the journal (runtime.lifecycle); the rest goes to the kernel."""
     if isinstance(op, P.EtcNetnsFile):
         from .runtime import etcnetns
         etcnetns.write(op.ns, op.name, op.text)
+        return
+    if isinstance(op, (P.Spawn, P.Stop)):
+        from .runtime import lifecycle
+        lifecycle.process_op(kern, state, op)
         return
     kern.apply(op)
 
@@ -167,15 +174,15 @@ def apply(name: str, fault: str, on: Optional[str] = None, hidden: bool = False,
         broken = f.make(lab, target)
         state.add_record("fault", _record(fault, target, broken, hidden, seed))
         try:
-            _run_ops(list(broken.ops))
+            _run_ops(list(broken.ops), state)
         except BaseException:
-            _undo_ops(list(broken.undo))
+            _undo_ops(list(broken.undo), state)
             state.add_record("unfault", {"at": time.time(), "failed": True})
             raise
     return Applied(fault, target, broken, hidden, seed)
 
 
-def _undo_ops(ops: list) -> None:
+def _undo_ops(ops: list, state) -> None:
     """The inverse operations, each on its own: one whose object is already back (the learner
     restored it by hand) is skipped, the others still run."""
     from .core.errors import KernelError
@@ -183,7 +190,7 @@ def _undo_ops(ops: list) -> None:
     for op in ops:
         try:
             with K.Kernel() as kern:
-                _apply_one(kern, op)
+                _apply_one(kern, op, state)
         except KernelError as e:
             if "File exists" not in e.message:
                 raise
@@ -195,7 +202,7 @@ def undo(name: str) -> list[dict]:
     done = []
     with state.lock(wait=True):
         for record in reversed(state.journal().faults):
-            _undo_ops([P.from_record(o) for o in record["undo"]])
+            _undo_ops([P.from_record(o) for o in record["undo"]], state)
             state.add_record("unfault", {"at": time.time()})
             done.append(record)
     return done

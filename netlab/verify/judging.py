@@ -303,6 +303,14 @@ def overflow_reason(c: Check, times: int, limit: int) -> str:
             f"`network: {{staticNeighbours: always}}`")
 
 
+def blocked(c: Check, problems: dict[Server, str], custom: Optional[dict] = None) -> bool:
+    """Whether a check is not run because its server is down. A feature's probe that says
+    `asks_down_servers` runs anyway: its query failing is the symptom, and its judge says why
+    from what the server's namespace holds (the cluster DNS's dig)."""
+    return (c.server is not None and c.server in problems
+            and not getattr((custom or {}).get(c.method), "asks_down_servers", False))
+
+
 def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
           problems: dict[Server, str], missing: set[str], custom: Optional[dict] = None,
           table_full: int = 0) -> list[Result]:
@@ -322,7 +330,7 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             results.append(Result(c, False, "not run", f"cannot run: namespace {c.ns} does not "
                                                        f"exist (is the lab up? netlab status)"))
             continue
-        if c.server is not None and c.server in problems:
+        if blocked(c, problems, custom):
             results.append(Result(c, False, "not run", f"cannot run: {problems[c.server]}"))
             continue
         if c.method == "addr":

@@ -223,13 +223,14 @@ def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -
         pid = by_owner.get(f"{s.owner}/{s.container}")
         if not K.netns_exists(s.ns):
             problems[s] = f"namespace {s.ns} does not exist (is the lab up? netlab status)"
-        elif pid is not None and not workloads.alive(pid):
+        elif pid is not None and not workloads.alive(pid) and not in_ns.get(s.ns):
             problems[s] = (f"server down: container '{s.container}' of {s.owner} (pid {pid}) is "
                            f"not running, so nothing listens on port {s.port} in {s.ns}")
         elif pid is None and not in_ns.get(s.ns):
             problems[s] = f"server down: no process runs in {s.ns} to listen on port {s.port}"
         else:
-            waiting[s] = pid if pid is not None else in_ns[s.ns][0]
+            # the recorded one, or one started there by hand (a learner's fix) after it died
+            waiting[s] = pid if pid is not None and workloads.alive(pid) else in_ns[s.ns][0]
     deadline = time.monotonic() + timeout
     delay = 0.005
     while waiting or shared_wait:
@@ -240,7 +241,13 @@ def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
     for s in [*waiting, *shared_wait]:
-        problems[s] = f"server down: nothing listens on port {s.port} in {s.ns} after {timeout:g}s"
+        pid = by_owner.get(f"{s.owner}/{s.container}")
+        if pid is not None and not workloads.alive(pid):
+            problems[s] = (f"server down: container '{s.container}' of {s.owner} (pid {pid}) is "
+                           f"not running, and nothing listens on port {s.port} in {s.ns}")
+        else:
+            problems[s] = (f"server down: nothing listens on port {s.port} in {s.ns} after "
+                           f"{timeout:g}s")
     return problems
 
 

@@ -21,6 +21,7 @@ CASES = [
     ("same-node", "bridge-nf-off", "node1"),
     ("dns", "endpoint-chain-missing", "web"),
     ("dns", "resolv-no-search", "shopper"),
+    ("dns", "kube-dns-down", ""),
     ("services", "hairpin-off", "")     # "": the first target (a pod of a Deployment),
 ]
 
