@@ -205,7 +205,8 @@ def _listening_in(ns: str, port: int) -> bool:
 def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -> dict[Server, str]:
     """Wait (bounded, polling) until each server listens; the reason for each one that does not."""
     from ..core.servers import SHARED, served
-    by_owner = {what: pid for pid, what in LabState(lab.name).journal().pids.items()}
+    recorded = LabState(lab.name).journal().pids
+    by_owner = {what: pid for pid, what in recorded.items()}
     shared = served(lab)
     shared_wait: dict[Server, int] = {}
     for s in [s for s in servers if s.owner in shared]:
@@ -221,16 +222,20 @@ def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -
     waiting: dict[Server, int] = {}
     for s in servers:
         pid = by_owner.get(f"{s.owner}/{s.container}")
+        # a process netlab did not start, in the namespace of a dead one (the learner started the
+        # server again by hand): it is the one to wait for
+        by_hand = [p for p in in_ns.get(s.ns, []) if p not in recorded]
+        if pid is not None and by_hand and not workloads.alive(pid):
+            pid = by_hand[0]
         if not K.netns_exists(s.ns):
             problems[s] = f"namespace {s.ns} does not exist (is the lab up? netlab status)"
-        elif pid is not None and not workloads.alive(pid) and not in_ns.get(s.ns):
+        elif pid is not None and not workloads.alive(pid):
             problems[s] = (f"server down: container '{s.container}' of {s.owner} (pid {pid}) is "
                            f"not running, so nothing listens on port {s.port} in {s.ns}")
         elif pid is None and not in_ns.get(s.ns):
             problems[s] = f"server down: no process runs in {s.ns} to listen on port {s.port}"
         else:
-            # the recorded one, or one started there by hand (a learner's fix) after it died
-            waiting[s] = pid if pid is not None and workloads.alive(pid) else in_ns[s.ns][0]
+            waiting[s] = pid if pid is not None else in_ns[s.ns][0]
     deadline = time.monotonic() + timeout
     delay = 0.005
     while waiting or shared_wait:
@@ -241,13 +246,7 @@ def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
     for s in [*waiting, *shared_wait]:
-        pid = by_owner.get(f"{s.owner}/{s.container}")
-        if pid is not None and not workloads.alive(pid):
-            problems[s] = (f"server down: container '{s.container}' of {s.owner} (pid {pid}) is "
-                           f"not running, and nothing listens on port {s.port} in {s.ns}")
-        else:
-            problems[s] = (f"server down: nothing listens on port {s.port} in {s.ns} after "
-                           f"{timeout:g}s")
+        problems[s] = f"server down: nothing listens on port {s.port} in {s.ns} after {timeout:g}s"
     return problems
 
 
