@@ -39,8 +39,10 @@ def break_cmd(words: Optional[List[str]] = typer.Argument(None, metavar="[LAB] [
     from .. import exercises as E
     words = list(words or [])
     if list_:
-        for name, f in E.catalogue().items():
-            out.print(f"{name:17} --on {f.on:9} {f.summary}", markup=False)
+        faults = E.catalogue()
+        width = max(map(len, faults))
+        for name, f in faults.items():
+            out.print(f"{name:{width}}  --on {f.on:9} {f.summary}", markup=False)
         return
     need_root("break")
     if undo_ or random_:

@@ -151,10 +151,14 @@ class EndpointChainMissing(_SvcFault):
         svc, port, chain = self._chain(lab, target)
         where = f"ip {kubeproxy.TABLE}"
         undo = (NftApply(node.ns, _ruleset(lab, node.name)),)    # the feature's reload
+        # the answer puts back the chain's own rules, as the feature writes them (the hairpin
+        # masquerade mark first, then the DNAT)
+        rules = [line.removeprefix("add ") for line in _ruleset(lab, node.name).splitlines()
+                 if line.startswith(f"add rule {where} {chain} ")]
         return Broken((NftApply(node.ns, f"flush chain {where} {chain}\n"),), undo, node.ns,
                       chain, f"ip netns exec {node.ns} nft list chain {where} {chain}",
-                      f"ip netns exec {node.ns} nft add rule {where} {chain} meta l4proto "
-                      f"{port.protocol.lower()} dnat to {pod.ip}:{_port_of(lab, svc, port, pod)}")
+                      f"ip netns exec {node.ns} nft '" + "; ".join(f"add {r}" for r in rules)
+                      + "'")
 
     def outcome(self, lab: Lab, target: str, check) -> Optional[bool]:
         if check.method != SVC or not check.data[3]:
@@ -172,11 +176,6 @@ def _ruleset(lab: Lab, node: str) -> str:
                                    lab.services, {s.key: endpoints(s, lab.pods)
                                                   for s in lab.services},
                                    masquerade_all=kp.masquerade_all)[node]
-
-
-def _port_of(lab: Lab, svc, port, pod) -> int:
-    return next(e.port for e in endpoints(svc, lab.pods)
-                if e.pod == pod.name and e.port_name == port.name)
 
 
 # ---------------------------------------------------------------- hairpin-off

@@ -17,7 +17,6 @@ from .checks import REACHABLE, UNREACHABLE, Check, Server
 from .probes import HttpOut, MtuOut, PingOut
 from .nft_reasons import Nft as _Nft
 from .nft_reasons import run as _run
-from .nft_reasons import source_nat
 from .report import Result
 
 
@@ -65,7 +64,8 @@ def _judge_http(c: Check, out: HttpOut, nft: Optional["_Nft"] = None) -> Result:
     if c.nat is False and saw not in c.sees:
         sent = f"; the client sent from {out.local_ip}" if out.local_ip else ""
         on_way = [ns for ns, _, way in c.hops[1:] if way == "forward"] or [c.ns]
-        culprit = next((f for ns in on_way for f in [source_nat(ns, c.sees[0])] if f), "")
+        culprit = next((f for ns in on_way if nft is not None
+                        for f in [nft.source_nat(ns, c.sees[0])] if f), "")
         if culprit:
             return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} "
                                               f"(the client's own address){sent}: {culprit}")

@@ -1,9 +1,12 @@
 """The features' faults (Feature.faults()), like the base ones in test_break_faults.py: a real lab
-is broken with each, verify must fail exactly the checks the model says the fault breaks, each with
-a reason naming the namespace and the object the fault changed; `--undo` gives a lab that verifies
+is broken with each, verify must fail exactly the checks the model says the fault breaks, each
+with a reason naming the namespace and the object the fault changed; the fault's own fix typed
+by hand (Broken.fix, the workshop's answer) repairs it; `--undo` gives a lab that verifies
 again, and `down` leaves nothing behind."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -28,6 +31,11 @@ CASES = [
 
 def key(r: dict) -> tuple:
     return (r["rule"], r["from"], r["to"], r["method"], r["target"], r.get("name", ""))
+
+
+def by_hand(cmd: str) -> None:
+    """A fault's `fix` (Broken.fix), run as a learner types it."""
+    subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, timeout=20)
 
 
 def check_key(c) -> tuple:
@@ -73,6 +81,10 @@ def test_verify_fails_exactly_what_the_fault_breaks_and_names_it(lab, name, faul
                               f"missing failures: {sorted(want - set(got))}")
     for reason in got.values():
         assert broken.ns in reason and broken.obj in reason, reason
+
+    by_hand(broken.fix)          # the workshop's answer repairs it
+    got = failures(lab)
+    assert not got, (broken.fix, list(got.values()))
 
     netlab("break", lab, "--undo")
     got = failures(lab)
