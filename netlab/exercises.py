@@ -12,7 +12,7 @@ verify names it.
   hand (`netlab plan > lab.sh; sh lab.sh`, or ip commands), and `adopt` to record such a lab so
   every other command sees it.
 
-The pure parts (choose, symptom, expected, junit) are apart from those that touch the kernel.
+The pure parts (choose, symptom, expected, uncertain, junit) are apart from those that touch the kernel.
 """
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ def expected(lab: Lab, fault: str, target: str, checks: list) -> list:
     """The checks the fault must break, from the model (what the tests assert verify fails)."""
     f = fault_of(fault)
     return [c for c in checks if f.breaks(lab, target, c)]
+
+
+def uncertain(lab: Lab, fault: str, target: str, checks: list) -> list:
+    """The checks the fault may break or not (kube-proxy's random endpoint choice decides)."""
+    f = fault_of(fault)
+    return [c for c in checks if f.outcome(lab, target, c) is None]
 
 
 def symptom(lab: Lab, fault: str, target: str) -> str:
