@@ -21,7 +21,8 @@ CASES = [
     ("same-node", "bridge-nf-off", "node1"),
     ("dns", "endpoint-chain-missing", "web"),
     ("dns", "resolv-no-search", "shopper"),
-    ("services", "hairpin-off", "")     # "": the first target (a pod of a Deployment),
+    ("services", "hairpin-off", ""),    # "": the first target (a pod of a Deployment),
+    ("ingress", "ingress-path-type", "shop/api"),
 ]
 
 

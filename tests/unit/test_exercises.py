@@ -14,6 +14,7 @@ import pytest
 
 from netlab import exercises as E, model
 from netlab.core import ops as P
+from netlab.core.lab import state_dir
 from netlab.features import FAULTS
 from netlab.verify import engine
 from netlab.view import snapshot as S
@@ -27,15 +28,19 @@ def load(name: str):
 
 
 def test_every_fault_applies_somewhere_and_undoes_what_it_does():
-    labs = [load(n) for n in ("three-node", "overlay", "docker-modes", "mixed", "same-node", "dns")]
+    labs = [load(n) for n in ("three-node", "overlay", "docker-modes", "mixed", "same-node", "dns",
+                              "ingress")]
     for name, fault in FAULTS.items():
-        assert fault.summary and fault.on in ("node", "pod", "container"), name
+        assert fault.summary and fault.on in ("node", "pod", "container", "path"), name
         applied = [(lab, t) for lab in labs for t in fault.targets(lab)]
         assert applied, f"{name} applies to no shipped scenario"
         for lab, target in applied:
             b = fault.make(lab, target)
             assert b.ops and b.undo and b.ns in lab.namespaces and b.obj and b.look, name
-            assert all(op.ns == b.ns or op.ns in lab.namespaces for op in b.ops + b.undo)
+            # a file of the lab's own (WriteFile) has no namespace: it is in the state directory
+            assert all(op.ns == b.ns or op.ns in lab.namespaces if hasattr(op, "ns") else
+                       op.path.startswith(state_dir(lab.name) + "/")
+                       for op in b.ops + b.undo)
 
 
 def test_overlay_faults_only_on_vxlan_and_host_gw_route_only_on_host_gw():
