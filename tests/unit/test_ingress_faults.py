@@ -87,7 +87,7 @@ def test_make_writes_the_flipped_conf_and_reloads_undo_writes_the_models():
     assert reload.ip() == (f"ip netns exec {ns} /usr/sbin/nginx -c {ctl.conf_path} "
                            f"-p {ctl.state}/ -e {ctl.state}/error.log -s reload")
     assert b.fix == f"netlab show ifu ingress shop --config > {ctl.conf_path} && {reload.ip()}"
-    assert "-T | grep" in b.look and b.look.startswith(f"ip netns exec {ns} /usr/sbin/nginx")
+    assert "-T -q | grep" in b.look and b.look.startswith(f"ip netns exec {ns} /usr/sbin/nginx")
     # the journal keeps them as plain data
     assert [P.from_record(P.as_record(op)) for op in b.ops + b.undo] == list(b.ops + b.undo)
     added = FAULT.make(lab, "shop/login").ops[0].text

@@ -113,7 +113,7 @@ class IngressPathType(Fault):
         ns = lab.pod(ctl.pod).ns
         i, _, _ = self._at(lab, target)
         reload = NginxReload(ns, tuple(nginx_argv(ctl.conf_path, ctl.state)))
-        look = (f"ip netns exec {ns} {shlex.join(reload.argv)} -T | grep -n -A2 'location '")
+        look = (f"ip netns exec {ns} {shlex.join(reload.argv)} -T -q | grep -n -A1 'location '")
         fix = (f"netlab show {lab.name} ingress {ctl.config.ingresses[i].name} --config > "
                f"{ctl.conf_path} && {reload.ip()}")
         return Broken((WriteFile(ctl.conf_path, conf_text(lab, self.table(lab, target))), reload),
