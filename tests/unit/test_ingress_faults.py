@@ -161,3 +161,23 @@ def test_every_ingress_check_knows_where_the_live_conf_is():
                 (lab.pod(ctl.pod).ns, ctl.conf_path, ctl.state, 80)
             assert live.model == I.conf_text(lab)
             assert L.explain(live, c.data[1], c.path) == ""     # no such namespace: says nothing
+
+
+def test_judge_adds_the_live_location_to_a_wrong_answer_only_when_the_conf_differs(monkeypatch):
+    from netlab.features.ingress import checks as K
+    lab = lab_of()
+    c = next(c for c in engine.derive(lab) if c.method == "ingress" and c.src == "outside"
+             and c.dst == "shop.example.com/api/x")
+    monkeypatch.setattr(L, "read", lambda live: (FAULT.make(lab, "shop/api").ops[0].text, ""))
+    wrong = K.judge(c, K.Answers([200, 200], ["fallback-x", "fallback-x"]))
+    assert not wrong.ok and wrong.reason.startswith("fallback-x (no backend pod) answered, "
+                                                    "expected Service shop/api; the live nginx")
+    assert "by `location /`" in wrong.reason and "`location /api/`" in wrong.reason
+    lost = K.judge(c, K.Answers([404, 404], ["", ""]))
+    assert lost.reason.startswith("nginx answered 404") and "`location /api/`" in lost.reason
+    monkeypatch.setattr(L, "read", lambda live: (I.conf_text(lab), ""))
+    assert K.judge(c, K.Answers([200, 200], ["fallback-x"] * 2)).reason == \
+        "fallback-x (no backend pod) answered, expected Service shop/api"
+    monkeypatch.setattr(L, "read", lambda live: (None, 'nginx: [emerg] unexpected "}"'))
+    assert K.judge(c, K.Answers([404, 404], ["", ""])).reason.endswith(
+        f"; `nginx -T` in {lab.pod(lab.ingress.pod).ns} fails: nginx: [emerg] unexpected \"}}\"")
