@@ -97,6 +97,8 @@ def symptom(lab: Lab, fault: str, target: str) -> str:
     if c.method == "http" and c.nat is False and not any(x.method == "ping" for x in broken):
         return (f"{c.dst} sees the wrong client address when {c.src} connects "
                 f"(curl {c.url}){more}")
+    if c.method == "ingress":
+        return f"curl {c.dst} from {c.src} is not {c.expected}{more}"
     if c.asks:
         return f"{c.src} gets no answer at {c.target}:{c.port}{more}"
     return f"{c.src} cannot reach {c.dst}{more}"
@@ -137,19 +139,28 @@ def active(name: str) -> Optional[dict]:
     return faults[-1] if faults else None
 
 
-def _run_ops(ops: list) -> None:
+def _run_ops(ops: list, name: str) -> None:
     from .runtime import kernel as K
     with K.Kernel() as kern:
         for op in ops:
-            _apply_one(kern, op)
+            _apply_one(kern, op, name)
 
 
-def _apply_one(kern, op) -> None:
+def _apply_one(kern, op, name: str) -> None:
     """One operation of a fault: a file of /etc/netns/<ns>/ (recorded in the journal when the lab
-    came up, so `down` removes it) is written in place; the rest goes to the kernel."""
+    came up, so `down` removes it) is written in place, as is a file of the lab's state
+    directory; nginx reloads its conf; the rest goes to the kernel."""
     if isinstance(op, P.EtcNetnsFile):
         from .runtime import etcnetns
         etcnetns.write(op.ns, op.name, op.text)
+        return
+    if isinstance(op, P.WriteFile):
+        from .runtime.state import LabState
+        LabState(name).write(op.path, op.text)
+        return
+    if isinstance(op, P.NginxReload):
+        from .runtime import workloads
+        workloads.reload_nginx(op.ns, op.argv)
         return
     kern.apply(op)
 
@@ -173,15 +184,15 @@ def apply(name: str, fault: str, on: Optional[str] = None, hidden: bool = False,
         broken = f.make(lab, target)
         state.add_record("fault", _record(fault, target, broken, hidden, seed))
         try:
-            _run_ops(list(broken.ops))
+            _run_ops(list(broken.ops), name)
         except BaseException:
-            _undo_ops(list(broken.undo))
+            _undo_ops(list(broken.undo), name)
             state.add_record("unfault", {"at": time.time(), "failed": True})
             raise
     return Applied(fault, target, broken, hidden, seed)
 
 
-def _undo_ops(ops: list) -> None:
+def _undo_ops(ops: list, name: str) -> None:
     """The inverse operations, each on its own: one whose object is already back (the learner
     restored it by hand) is skipped, the others still run."""
     from .core.errors import KernelError
@@ -189,7 +200,7 @@ def _undo_ops(ops: list) -> None:
     for op in ops:
         try:
             with K.Kernel() as kern:
-                _apply_one(kern, op)
+                _apply_one(kern, op, name)
         except KernelError as e:
             if "File exists" not in e.message:
                 raise
@@ -201,7 +212,7 @@ def undo(name: str) -> list[dict]:
     done = []
     with state.lock(wait=True):
         for record in reversed(state.journal().faults):
-            _undo_ops([P.from_record(o) for o in record["undo"]])
+            _undo_ops([P.from_record(o) for o in record["undo"]], name)
             state.add_record("unfault", {"at": time.time()})
             done.append(record)
     return done

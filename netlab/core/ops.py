@@ -381,13 +381,24 @@ class FdbDel:
         return f"bridge {_n(self.ns)}fdb del {self.mac} dev {_q(self.dev)} dst {self.dst} self"
 
 
-UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel, HairpinOff)
+@dataclass(frozen=True)
+class NginxReload:
+    """The nginx running in `ns` told to read its conf again (`nginx -s reload`: SIGHUP to the
+    master named by the conf's pid file); netlab waits until the old conf's workers are gone."""
+    ns: str
+    argv: tuple[str, ...]     # the command line the master runs (its -c, -p and -e)
+
+    def ip(self) -> str:
+        return f"{_x(self.ns)}{_q(*self.argv)} -s reload"
+
+
+UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel, HairpinOff, NginxReload)
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
            LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkAddress,
            DevRouteAdd, HairpinOn, EtcNetnsFile, RouteDel, LinkDown, AddrDel, NeighDel,
-           NeighReplace, FdbDel, NeighPermanent, HairpinOff]
+           NeighReplace, FdbDel, NeighPermanent, HairpinOff, NginxReload]
 
 
 def as_record(op: Op) -> dict:

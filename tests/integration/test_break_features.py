@@ -26,6 +26,7 @@ CASES = [
     ("dns", "endpoint-chain-missing", "web"),
     ("dns", "resolv-no-search", "shopper"),
     ("services", "hairpin-off", ""),    # "": the first target (a pod of a Deployment),
+    ("ingress", "ingress-path-type", "shop/api"),
     # where some checks may fail or pass, as kube-proxy's random endpoint choice decides
     ("services", "bridge-nf-off", "node1"),
     ("services", "endpoint-chain-missing", ""),
