@@ -12,7 +12,7 @@ verify names it.
   hand (`netlab plan > lab.sh; sh lab.sh`, or ip commands), and `adopt` to record such a lab so
   every other command sees it.
 
-The pure parts (choose, symptom, expected, junit) are apart from those that touch the kernel.
+The pure parts (choose, symptom, expected, uncertain, junit) are apart from those that touch the kernel.
 """
 
 from __future__ import annotations
@@ -78,6 +78,12 @@ def expected(lab: Lab, fault: str, target: str, checks: list) -> list:
     return [c for c in checks if f.breaks(lab, target, c)]
 
 
+def uncertain(lab: Lab, fault: str, target: str, checks: list) -> list:
+    """The checks the fault may break or not (kube-proxy's random endpoint choice decides)."""
+    f = fault_of(fault)
+    return [c for c in checks if f.outcome(lab, target, c) is None]
+
+
 def symptom(lab: Lab, fault: str, target: str) -> str:
     """What a user of the lab would notice, without naming the cause."""
     from .verify import engine
@@ -91,6 +97,8 @@ def symptom(lab: Lab, fault: str, target: str) -> str:
     if c.method == "http" and c.nat is False and not any(x.method == "ping" for x in broken):
         return (f"{c.dst} sees the wrong client address when {c.src} connects "
                 f"(curl {c.url}){more}")
+    if c.method == "ingress":
+        return f"curl {c.dst} from {c.src} is not {c.expected}{more}"
     if c.asks:
         return f"{c.src} gets no answer at {c.target}:{c.port}{more}"
     if c.method == "dns":
@@ -143,7 +151,8 @@ def _run_ops(ops: list, state) -> None:
 def _apply_one(kern, op, state) -> None:
     """One operation of a fault: a file of /etc/netns/<ns>/ (recorded in the journal when the lab
     came up, so `down` removes it) is written in place; a process is stopped or started again as
-    `up` does it, its pid in the journal (runtime.lifecycle); the rest goes to the kernel."""
+    `up` does it, its pid in the journal (runtime.lifecycle); a file of the lab's state directory
+    is written; nginx reloads its conf; the rest goes to the kernel."""
     if isinstance(op, P.EtcNetnsFile):
         from .runtime import etcnetns
         etcnetns.write(op.ns, op.name, op.text)
@@ -151,6 +160,13 @@ def _apply_one(kern, op, state) -> None:
     if isinstance(op, (P.Spawn, P.Stop)):
         from .runtime import lifecycle
         lifecycle.process_op(kern, state, op)
+        return
+    if isinstance(op, P.WriteFile):
+        state.write(op.path, op.text)
+        return
+    if isinstance(op, P.NginxReload):
+        from .runtime import workloads
+        workloads.reload_nginx(op.ns, op.argv)
         return
     kern.apply(op)
 

@@ -382,6 +382,17 @@ class FdbDel:
 
 
 @dataclass(frozen=True)
+class NginxReload:
+    """The nginx running in `ns` told to read its conf again (`nginx -s reload`: SIGHUP to the
+    master named by the conf's pid file); netlab waits until the old conf's workers are gone."""
+    ns: str
+    argv: tuple[str, ...]     # the command line the master runs (its -c, -p and -e)
+
+    def ip(self) -> str:
+        return f"{_x(self.ns)}{_q(*self.argv)} -s reload"
+
+
+@dataclass(frozen=True)
 class Stop:
     """Stop the process a `Spawn` started (a server gone down): the runtime stops the pids the
     journal records for owner/name that still run inside `ns`; the script finds it by its command
@@ -403,13 +414,14 @@ class Stop:
                 f"if [ \"$(tr '\\0' ' ' </proc/$p/cmdline)\" = {_q(line)} ]; then kill $p; fi; done")
 
 
-UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel, HairpinOff, Stop)
+UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel, HairpinOff, NginxReload,
+            Stop)
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
            LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkAddress,
            DevRouteAdd, HairpinOn, EtcNetnsFile, RouteDel, LinkDown, AddrDel, NeighDel,
-           NeighReplace, FdbDel, NeighPermanent, HairpinOff, Stop]
+           NeighReplace, FdbDel, NeighPermanent, HairpinOff, NginxReload, Stop]
 
 
 def as_record(op: Op) -> dict:

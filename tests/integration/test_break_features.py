@@ -1,5 +1,6 @@
 """The features' faults (Feature.faults()), like the base ones in test_break_faults.py: a real lab
-is broken with each, verify must fail exactly the checks the model says the fault breaks, each
+is broken with each, verify must fail exactly the checks the model says the fault breaks (and
+may fail those it says kube-proxy's random endpoint choice decides, no others), each
 with a reason naming the namespace and the object the fault changed; the fault's own fix typed
 by hand (Broken.fix, the workshop's answer) repairs it; `--undo` gives a lab that verifies
 again, and `down` leaves nothing behind."""
@@ -25,7 +26,11 @@ CASES = [
     ("dns", "endpoint-chain-missing", "web"),
     ("dns", "resolv-no-search", "shopper"),
     ("dns", "kube-dns-down", ""),
-    ("services", "hairpin-off", "")     # "": the first target (a pod of a Deployment),
+    ("services", "hairpin-off", ""),    # "": the first target (a pod of a Deployment),
+    ("ingress", "ingress-path-type", "shop/api"),
+    # where some checks may fail or pass, as kube-proxy's random endpoint choice decides
+    ("services", "bridge-nf-off", "node1"),
+    ("services", "endpoint-chain-missing", ""),
 ]
 
 
@@ -71,14 +76,16 @@ def test_verify_fails_exactly_what_the_fault_breaks_and_names_it(lab, name, faul
     the_lab = model.load(path, lab)
     target = target or FAULTS[fault].targets(the_lab)[0]
     assert target in FAULTS[fault].targets(the_lab)
-    want = {check_key(c) for c in E.expected(the_lab, fault, target, engine.derive(the_lab))}
+    checks = engine.derive(the_lab)
+    want = {check_key(c) for c in E.expected(the_lab, fault, target, checks)}
+    may = {check_key(c) for c in E.uncertain(the_lab, fault, target, checks)}
     assert want, f"{fault} on {target} breaks nothing in the model"
     broken = FAULTS[fault].make(the_lab, target)
 
     netlab("break", lab, fault, "--on", target)
     got = failures(lab)
-    assert set(got) == want, (f"unexpected failures: {sorted(set(got) - want)}\n"
-                              f"missing failures: {sorted(want - set(got))}")
+    assert want <= set(got) <= want | may, (f"unexpected failures: {sorted(set(got) - want - may)}"
+                                            f"\nmissing failures: {sorted(want - set(got))}")
     for reason in got.values():
         assert broken.ns in reason and broken.obj in reason, reason
 
