@@ -12,7 +12,7 @@ verify names it.
   hand (`netlab plan > lab.sh; sh lab.sh`, or ip commands), and `adopt` to record such a lab so
   every other command sees it.
 
-The pure parts (choose, symptom, expected, junit) are apart from those that touch the kernel.
+The pure parts (choose, symptom, expected, uncertain, junit) are apart from those that touch the kernel.
 """
 
 from __future__ import annotations
@@ -78,6 +78,12 @@ def expected(lab: Lab, fault: str, target: str, checks: list) -> list:
     return [c for c in checks if f.breaks(lab, target, c)]
 
 
+def uncertain(lab: Lab, fault: str, target: str, checks: list) -> list:
+    """The checks the fault may break or not (kube-proxy's random endpoint choice decides)."""
+    f = fault_of(fault)
+    return [c for c in checks if f.outcome(lab, target, c) is None]
+
+
 def symptom(lab: Lab, fault: str, target: str) -> str:
     """What a user of the lab would notice, without naming the cause."""
     from .verify import engine
@@ -93,8 +99,12 @@ def symptom(lab: Lab, fault: str, target: str) -> str:
     if c.method == "http" and c.nat is False and not any(x.method == "ping" for x in broken):
         return (f"{c.dst} sees the wrong client address when {c.src} connects "
                 f"(curl {c.url}){more}")
+    if c.method == "ingress":
+        return f"curl {c.dst} from {c.src} is not {c.expected}{more}"
     if c.asks:
         return f"{c.src} gets no answer at {c.target}:{c.port}{more}"
+    if c.method == "dns":
+        return f"{c.src} cannot resolve {c.target}{more}"
     return f"{c.src} cannot reach {c.dst}{more}"
 
 
@@ -133,19 +143,32 @@ def active(name: str) -> Optional[dict]:
     return faults[-1] if faults else None
 
 
-def _run_ops(ops: list) -> None:
+def _run_ops(ops: list, state) -> None:
     from .runtime import kernel as K
     with K.Kernel() as kern:
         for op in ops:
-            _apply_one(kern, op)
+            _apply_one(kern, op, state)
 
 
-def _apply_one(kern, op) -> None:
+def _apply_one(kern, op, state) -> None:
     """One operation of a fault: a file of /etc/netns/<ns>/ (recorded in the journal when the lab
-    came up, so `down` removes it) is written in place; the rest goes to the kernel."""
+    came up, so `down` removes it) is written in place; a process is stopped or started again as
+    `up` does it, its pid in the journal (runtime.lifecycle); a file of the lab's state directory
+    is written; nginx reloads its conf; the rest goes to the kernel."""
     if isinstance(op, P.EtcNetnsFile):
         from .runtime import etcnetns
         etcnetns.write(op.ns, op.name, op.text)
+        return
+    if isinstance(op, (P.Spawn, P.Stop)):
+        from .runtime import lifecycle
+        lifecycle.process_op(kern, state, op)
+        return
+    if isinstance(op, P.WriteFile):
+        state.write(op.path, op.text)
+        return
+    if isinstance(op, P.NginxReload):
+        from .runtime import workloads
+        workloads.reload_nginx(op.ns, op.argv)
         return
     kern.apply(op)
 
@@ -169,15 +192,15 @@ def apply(name: str, fault: str, on: Optional[str] = None, hidden: bool = False,
         broken = f.make(lab, target)
         state.add_record("fault", _record(fault, target, broken, hidden, seed))
         try:
-            _run_ops(list(broken.ops))
+            _run_ops(list(broken.ops), state)
         except BaseException:
-            _undo_ops(list(broken.undo))
+            _undo_ops(list(broken.undo), state)
             state.add_record("unfault", {"at": time.time(), "failed": True})
             raise
     return Applied(fault, target, broken, hidden, seed)
 
 
-def _undo_ops(ops: list) -> None:
+def _undo_ops(ops: list, state) -> None:
     """The inverse operations, each on its own: one whose object is already back (the learner
     restored it by hand) is skipped, the others still run."""
     from .core.errors import KernelError
@@ -185,7 +208,7 @@ def _undo_ops(ops: list) -> None:
     for op in ops:
         try:
             with K.Kernel() as kern:
-                _apply_one(kern, op)
+                _apply_one(kern, op, state)
         except KernelError as e:
             if "File exists" not in e.message:
                 raise
@@ -197,7 +220,7 @@ def undo(name: str) -> list[dict]:
     done = []
     with state.lock(wait=True):
         for record in reversed(state.journal().faults):
-            _undo_ops([P.from_record(o) for o in record["undo"]])
+            _undo_ops([P.from_record(o) for o in record["undo"]], state)
             state.add_record("unfault", {"at": time.time()})
             done.append(record)
     return done

@@ -63,55 +63,65 @@ def serve(port: int, name: str, host: str = "0.0.0.0", udp_port: int = 0,
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     listener.listen(1024)
-    listener.setblocking(False)
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ, None)
     udp = None
     if udp_port:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind((host, udp_port))
+    _loop([(listener, name)], udp, any_path)
+
+
+def _reply(buf: bytes, name: str, addr: tuple, any_path: bool) -> bytes:
+    parts = buf.split(b" ", 2)
+    if len(parts) < 2 or parts[0] != b"GET":
+        return _response(400, "bad request")
+    head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return _response(*answer(parts[1].decode("latin-1"), name, addr, "\n".join(head), any_path))
+
+
+def _loop(listeners: list, udp: socket.socket | None = None, any_path: bool = False) -> None:
+    """One selector for every (listening socket, pod name), and the UDP socket if any: each
+    connection is answered with the name of the pod whose socket it came to."""
+    sel = selectors.DefaultSelector()
+    for s, name in listeners:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, ("listen", name, None))
+    if udp is not None:
         udp.setblocking(False)
-        sel.register(udp, selectors.EVENT_READ, "udp")
-    pending: dict[socket.socket, tuple[bytes, tuple]] = {}
+        sel.register(udp, selectors.EVENT_READ, ("udp", listeners[0][1], None))
+    pending: dict[socket.socket, bytes] = {}
     while True:
         for key, _ in sel.select():
-            if key.data == "udp":
+            kind, name, addr = key.data
+            if kind == "udp":
                 try:
-                    data, addr = udp.recvfrom(2048)
-                    udp.sendto(udp_answer(data, name, addr), addr)
+                    data, client = udp.recvfrom(2048)
+                    udp.sendto(udp_answer(data, name, client), client)
                 except OSError:
                     pass
                 continue
-            if key.data is None:
+            if kind == "listen":
                 try:
-                    conn, addr = listener.accept()
+                    conn, client = key.fileobj.accept()
                 except BlockingIOError:
                     continue
                 conn.setblocking(False)
-                pending[conn] = (b"", addr)
-                sel.register(conn, selectors.EVENT_READ, addr)
+                pending[conn] = b""
+                sel.register(conn, selectors.EVENT_READ, ("conn", name, client))
                 continue
             conn = key.fileobj
-            buf, addr = pending[conn]
             try:
                 chunk = conn.recv(4096)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
                 chunk = b""
-            buf += chunk
+            buf = pending[conn] + chunk
             if chunk and b"\r\n\r\n" not in buf and len(buf) < 16384:
-                pending[conn] = (buf, addr)
+                pending[conn] = buf
                 continue
             sel.unregister(conn)
             del pending[conn]
-            parts = buf.split(b" ", 2)
-            if chunk and len(parts) >= 2 and parts[0] == b"GET":
-                head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
-                reply = _response(*answer(parts[1].decode("latin-1"), name, addr,
-                                          "\n".join(head), any_path))
-            else:
-                reply = _response(400, "bad request")
+            reply = _reply(buf, name, addr, any_path) if chunk else _response(400, "bad request")
             try:
                 conn.setblocking(True)
                 conn.settimeout(2)
@@ -150,52 +160,8 @@ def listen_in(ns: str, port: int, host: str = "0.0.0.0") -> socket.socket:
 
 
 def serve_many(pods: list) -> None:
-    """One process for many pods: each (ns, name, port) gets its socket inside its namespace, and
-    each connection is answered with the name of the pod whose socket it came to."""
-    sel = selectors.DefaultSelector()
-    for ns, name, port in pods:
-        s = listen_in(ns, port)
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, ("listen", name))
-    pending = {}
-    while True:
-        for key, _ in sel.select():
-            kind, name = key.data
-            if kind == "listen":
-                try:
-                    conn, addr = key.fileobj.accept()
-                except BlockingIOError:
-                    continue
-                conn.setblocking(False)
-                pending[conn] = b""
-                sel.register(conn, selectors.EVENT_READ, ("conn", (name, addr)))
-                continue
-            conn = key.fileobj
-            name, addr = name
-            try:
-                chunk = conn.recv(4096)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                chunk = b""
-            buf = pending[conn] + chunk
-            if chunk and b"\r\n\r\n" not in buf and len(buf) < 16384:
-                pending[conn] = buf
-                continue
-            sel.unregister(conn)
-            del pending[conn]
-            parts = buf.split(b" ", 2)
-            if chunk and len(parts) >= 2 and parts[0] == b"GET":
-                reply = _response(*answer(parts[1].decode("latin-1"), name, addr))
-            else:
-                reply = _response(400, "bad request")
-            try:
-                conn.setblocking(True)
-                conn.settimeout(2)
-                conn.sendall(reply)
-            except OSError:
-                pass
-            conn.close()
+    """One process for many pods: each (ns, name, port) gets its socket inside its namespace."""
+    _loop([(listen_in(ns, port), name) for ns, name, port in pods])
 
 
 def main(argv=None) -> int:

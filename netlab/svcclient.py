@@ -5,7 +5,8 @@ prints one line per try: `ok<TAB>answer` or `err<TAB>refused|timeout|unreachable
     python3 svcclient.py tcp 10.96.0.50 80 /hostname 20 [--want a,b,c] [--timeout 2] [--retries 2]
     python3 svcclient.py udp 10.96.0.50 53 hostname 5
 
-Run inside a namespace by verify (nsenter). --want stops as soon as every named answer came.
+Run inside a namespace by verify (nsenter). --want stops as soon as every named answer came;
+--stop-on-loss at the first try lost (where one lost try already fails the check).
 --retries asks again (a new connection) after a timeout before counting the try as lost: on a
 busy machine a server may be starved for a while, while a broken path times out every time.
 Standard library only, started with -I -S like netexec.
@@ -55,9 +56,12 @@ def ask_udp(host: str, port: int, what: str, timeout: float) -> str:
 
 def main(argv: list[str]) -> int:
     proto, host, port, path, tries = argv[:5]
-    want, timeout, retries = set(), 2.0, 0
+    want, timeout, retries, stop = set(), 2.0, 0, False
     rest = argv[5:]
     while rest:
+        if rest[0] == "--stop-on-loss":
+            stop, rest = True, rest[1:]
+            continue
         flag, value, rest = rest[0], rest[1], rest[2:]
         if flag == "--want":
             want = set(value.split(","))
@@ -77,6 +81,8 @@ def main(argv: list[str]) -> int:
             except OSError as e:
                 if _kind(e) != "timeout" or attempt == retries:
                     print(f"err\t{_kind(e)}", flush=True)
+                    if stop:
+                        return 0
                     break
         if want and want <= seen:
             break

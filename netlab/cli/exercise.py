@@ -25,9 +25,11 @@ def break_cmd(words: Optional[List[str]] = typer.Argument(None, metavar="[LAB] [
                                                           show_default=False,
                                                           help="The lab (may be left out when "
                                                                "only one is up) and the fault."),
-              on: Optional[str] = typer.Option(None, "--on", metavar="NODE|POD|NAMESPACE",
-                                               help="Where to apply it (default: the first "
-                                                    "place it applies to)."),
+              on: Optional[str] = typer.Option(None, "--on", metavar="PLACE",
+                                               help="Where to apply it: the node, pod, "
+                                                    "container, Ingress path or namespace "
+                                                    "--list names (default: the first place "
+                                                    "it applies to)."),
               list_: bool = typer.Option(False, "--list", help="List the faults, one a line."),
               undo_: bool = typer.Option(False, "--undo", help="Restore the healthy lab."),
               random_: bool = typer.Option(False, "--random",
@@ -39,8 +41,10 @@ def break_cmd(words: Optional[List[str]] = typer.Argument(None, metavar="[LAB] [
     from .. import exercises as E
     words = list(words or [])
     if list_:
-        for name, f in E.catalogue().items():
-            out.print(f"{name:17} --on {f.on:9} {f.summary}", markup=False)
+        faults = E.catalogue()
+        width = max(map(len, faults))
+        for name, f in faults.items():
+            out.print(f"{name:{width}}  --on {f.on:9} {f.summary}", markup=False)
         return
     need_root("break")
     if undo_ or random_:
@@ -64,7 +68,7 @@ def break_cmd(words: Optional[List[str]] = typer.Argument(None, metavar="[LAB] [
     elif len(words) == 1:
         name, fault = state.only_lab(None), words[0]
     else:
-        raise NetlabError("usage: netlab break [LAB] FAULT [--on NODE|POD|NAMESPACE] (see --list)", 2)
+        raise NetlabError("usage: netlab break [LAB] FAULT [--on PLACE] (see --list: a node, pod, container, path or namespace)", 2)
     applied = E.apply(name, fault, on)
     out.print(f"lab {name}: applied {fault} on {applied.on}:", markup=False)
     for op in applied.broken.ops:

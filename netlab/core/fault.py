@@ -3,14 +3,15 @@ apply to a lab on purpose (`netlab break`), as a few plan operations, with their
 
 A fault is a plain object (one per kind of fault) that every feature may contribute through
 `Feature.faults()`; they are collected once in features.FAULTS. Pure: a fault only says what to
-do (operations from core.ops) and what it breaks (which verify checks must fail, from the model);
+do (operations from core.ops) and what it breaks (which verify checks must fail, and which may,
+from the model);
 netlab.exercises applies it, records it in the lab's journal and undoes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,9 @@ class Fault:
     def breaks(self, lab: Any, target: str, check: Any) -> bool:
         """Whether this verify check must fail once the fault is applied (from the model)."""
         return False
+
+    def outcome(self, lab: Any, target: str, check: Any) -> Optional[bool]:
+        """True: the check must fail once the fault is applied; False: it must pass; None: it
+        may fail or pass (kube-proxy picks each connection's endpoint at random, and only some
+        endpoints are broken). A fault applies only where some check must fail."""
+        return self.breaks(lab, target, check)

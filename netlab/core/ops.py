@@ -381,13 +381,47 @@ class FdbDel:
         return f"bridge {_n(self.ns)}fdb del {self.mac} dev {_q(self.dev)} dst {self.dst} self"
 
 
-UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel, HairpinOff)
+@dataclass(frozen=True)
+class NginxReload:
+    """The nginx running in `ns` told to read its conf again (`nginx -s reload`: SIGHUP to the
+    master named by the conf's pid file); netlab waits until the old conf's workers are gone."""
+    ns: str
+    argv: tuple[str, ...]     # the command line the master runs (its -c, -p and -e)
+
+    def ip(self) -> str:
+        return f"{_x(self.ns)}{_q(*self.argv)} -s reload"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop the process a `Spawn` started (a server gone down): the runtime stops the pids the
+    journal records for owner/name that still run inside `ns`; the script finds it by its command
+    line among the namespace's processes (`ip netns pids`). `Spawn` with the same fields starts it
+    again."""
+    ns: str
+    owner: str        # pod (or node) name
+    name: str         # container name
+    argv: tuple[str, ...]
+
+    @classmethod
+    def of(cls, spawn: Spawn) -> "Stop":
+        return cls(spawn.ns, spawn.owner, spawn.name, spawn.argv)
+
+    def ip(self) -> str:
+        # /proc/PID/cmdline is the argv, each word ended by a NUL
+        line = " ".join(self.argv) + " "
+        return (f"for p in $(ip netns pids {_q(self.ns)}); do "
+                f"if [ \"$(tr '\\0' ' ' </proc/$p/cmdline)\" = {_q(line)} ]; then kill $p; fi; done")
+
+
+UNDO_OPS = (RouteDel, LinkDown, AddrDel, NeighDel, NeighReplace, FdbDel, HairpinOff, NginxReload,
+            Stop)
 
 
 Op = Union[NetnsAdd, BridgeAdd, VethAdd, LinkUp, AddrAdd, RouteAdd, Sysctl, Spawn, NftApply,
            LinkMtu, VxlanAdd, NeighAdd, FdbAppend, OnlinkRouteAdd, WriteFile, CniAdd, LinkAddress,
            DevRouteAdd, HairpinOn, EtcNetnsFile, RouteDel, LinkDown, AddrDel, NeighDel,
-           NeighReplace, FdbDel, NeighPermanent, HairpinOff]
+           NeighReplace, FdbDel, NeighPermanent, HairpinOff, NginxReload, Stop]
 
 
 def as_record(op: Op) -> dict:

@@ -3,10 +3,9 @@ one endpoint's chain flushed in a node's `table ip kube-proxy`.
 
 Which checks they break follows from where each check's connection is DNAT'd and which endpoints
 it may be sent to. kube-proxy picks an endpoint at random (`numgen random`), so a check to a
-Service with endpoints both affected and not may pass or fail; the break engine has no "may fail",
-so a fault applies only to the targets where every check's outcome is certain (`_outcome` says
-None where it is not): a Service whose endpoints are all affected, or a check of mode "all" that
-must hear from every endpoint.
+Service with endpoints both affected and not may pass or fail: its outcome is None ("may fail",
+core.fault), certain only for a Service whose endpoints are all affected, or a check of mode
+"all" that must hear from every endpoint. A fault applies where at least one check must fail.
 """
 
 from __future__ import annotations
@@ -52,8 +51,7 @@ class _SvcFault(Fault):
         return [c for derive in svcchecks.RULES.values() for c in derive(lab)]
 
     def _applies(self, lab: Lab, target: str, checks: list) -> bool:
-        got = [self.outcome(lab, target, c) for c in checks]
-        return None not in got and True in got
+        return any(self.outcome(lab, target, c) is True for c in checks)
 
 
 # ---------------------------------------------------------------- bridge-nf-off
@@ -107,18 +105,12 @@ def _service_address(lab: Lab, address: str) -> bool:
 # ---------------------------------------------------------------- endpoint-chain-missing
 
 
-def _sole_ports(lab: Lab, pod: str) -> list:
-    """The (service, port, endpoint) the pod is the only endpoint of (verify's Services only)."""
+def _endpoint_ports(lab: Lab, pod: str) -> list:
+    """The (service, port, endpoint) the pod is an endpoint of (verify's Services only)."""
     addons = set(lab.parts.get("addon_services", ()))
-    out = []
-    for s in lab.services:
-        if s.headless or s.key in addons:
-            continue
-        for port in s.ports:
-            eps = [e for e in endpoints(s, lab.pods) if e.port_name == port.name]
-            if len(eps) == 1 and eps[0].pod == pod:
-                out.append((s, port, eps[0]))
-    return out
+    return [(s, port, e) for s in lab.services if not s.headless and s.key not in addons
+            for port in s.ports
+            for e in endpoints(s, lab.pods) if e.port_name == port.name and e.pod == pod]
 
 
 def _dnat_ns(lab: Lab, check) -> str:
@@ -132,17 +124,19 @@ def _dnat_ns(lab: Lab, check) -> str:
 
 class EndpointChainMissing(_SvcFault):
     name = "endpoint-chain-missing"
-    summary = ("one endpoint's chain flushed in its node's table ip kube-proxy: its Service's "
-               "connections through that node are never DNAT'd")
+    summary = ("one endpoint's chain flushed in its node's table ip kube-proxy: the Service's "
+               "connections through that node sent to it are never DNAT'd")
     on = "pod"
 
     def targets(self, lab: Lab) -> list[str]:
         if not lab.services:
             return []
-        return [p.name for p in lab.pods if not p.host_network and _sole_ports(lab, p.name)]
+        checks = self._checks(lab)
+        return [p.name for p in lab.pods if not p.host_network and _endpoint_ports(lab, p.name)
+                and self._applies(lab, p.name, checks)]
 
     def _chain(self, lab: Lab, target: str) -> tuple:
-        svc, port, ep = _sole_ports(lab, target)[0]
+        svc, port, ep = _endpoint_ports(lab, target)[0]
         return svc, port, kubeproxy.endpoint_chain(svc, port, ep)
 
     def make(self, lab: Lab, target: str) -> Broken:
@@ -151,18 +145,26 @@ class EndpointChainMissing(_SvcFault):
         svc, port, chain = self._chain(lab, target)
         where = f"ip {kubeproxy.TABLE}"
         undo = (NftApply(node.ns, _ruleset(lab, node.name)),)    # the feature's reload
+        # the answer puts back the chain's own rules, as the feature writes them (the hairpin
+        # masquerade mark first, then the DNAT)
+        rules = [line.removeprefix("add ") for line in _ruleset(lab, node.name).splitlines()
+                 if line.startswith(f"add rule {where} {chain} ")]
         return Broken((NftApply(node.ns, f"flush chain {where} {chain}\n"),), undo, node.ns,
                       chain, f"ip netns exec {node.ns} nft list chain {where} {chain}",
-                      f"ip netns exec {node.ns} nft add rule {where} {chain} meta l4proto "
-                      f"{port.protocol.lower()} dnat to {pod.ip}:{_port_of(lab, svc, port, pod)}")
+                      f"ip netns exec {node.ns} nft '" + "; ".join(f"add {r}" for r in rules)
+                      + "'")
 
     def outcome(self, lab: Lab, target: str, check) -> Optional[bool]:
+        """A connection DNAT'd in the endpoint's node and sent to its flushed chain is never
+        DNAT'd: it goes on to the Service's own address, where nobody answers."""
         if check.method != SVC or not check.data[3]:
             return False
         pod = lab.pod(target)
         _, _, chain = self._chain(lab, target)
-        return (_dnat_ns(lab, check) == lab.node(pod.node).ns
-                and any(e.chain == chain for e in check.data[3]))
+        if _dnat_ns(lab, check) != lab.node(pod.node).ns:
+            return False
+        eps = check.data[3]
+        return _certain(check.data[0], [e for e in eps if e.chain == chain], eps)
 
 
 def _ruleset(lab: Lab, node: str) -> str:
@@ -172,11 +174,6 @@ def _ruleset(lab: Lab, node: str) -> str:
                                    lab.services, {s.key: endpoints(s, lab.pods)
                                                   for s in lab.services},
                                    masquerade_all=kp.masquerade_all)[node]
-
-
-def _port_of(lab: Lab, svc, port, pod) -> int:
-    return next(e.port for e in endpoints(svc, lab.pods)
-                if e.pod == pod.name and e.port_name == port.name)
 
 
 # ---------------------------------------------------------------- hairpin-off

@@ -60,7 +60,8 @@ class Probe:
         if mode == "all":
             argv += ["--want", ",".join(e.pod for e in eps)]
         elif mode == "self":
-            argv += ["--want", c.src]
+            # up to 20 tries of which one lost fails the check: a broken hairpin stops at once
+            argv += ["--want", c.src, "--stop-on-loss"]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True,
                                   timeout=30 + tries * TIMEOUT * (RETRIES + 2))
@@ -74,6 +75,10 @@ class Probe:
 
     def judge(self, c: Check, out: SvcOut) -> Result:
         return judge(c, out)
+
+
+def _tries(n: int) -> str:
+    return "1 try" if n == 1 else f"{n} tries"
 
 
 def _summary(out: SvcOut) -> str:
@@ -149,7 +154,7 @@ def judge(c: Check, out: SvcOut) -> Result:
             return Result(c, True, observed)
         e = next(e for e in eps if e.pod == c.src)
         return Result(c, False, observed, f"{c.src} never reached itself through {c.target}:"
-                                          f"{c.port} in {len(out.answers)} tries: "
+                                          f"{c.port} in {_tries(len(out.answers))}: "
                                           f"{_why_endpoint(c, e, hairpin=True)}")
     return Result(c, False, observed, f"unknown mode {mode}")
 
@@ -237,6 +242,12 @@ def _why_endpoint(c: Check, e: Ep, hairpin: bool = False) -> str:
                 f"(endpoint {e.pod})")
     if hairpin and _masq_problem(c):
         return _masq_problem(c) + ": a hairpin connection needs it"
+    if hairpin and f"ip saddr {e.ip} jump mark-for-masquerade" not in body:
+        # Not masqueraded, the DNAT'd packet comes back to the endpoint from its own address,
+        # which the kernel drops as a martian source.
+        return (f"chain {e.chain} in {node_ns} has no `ip saddr {e.ip} jump "
+                f"mark-for-masquerade` rule: {e.pod}'s connection to itself keeps its own source "
+                f"address and is dropped as a martian")
     if hairpin and node_ns == e.node_ns and e.veth and _hairpin(node_ns, e.veth) is False:
         return (f"hairpin is off on {e.veth} in {node_ns} (endpoint {e.pod}'s cni0 port): the "
                 f"bridge never sends {e.pod}'s own DNAT'd frame back out the port it came in")

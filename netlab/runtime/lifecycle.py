@@ -140,6 +140,10 @@ def _apply(kern: K.Kernel, state: LabState, op: P.Op) -> None:
         pid = workloads.spawn(op.ns, op.argv, state.log_path(op.owner, op.name), state.lab)
         state.record(f"pid {pid} {op.owner}/{op.name}")
         return
+    if isinstance(op, P.Stop):
+        # what the journal says Spawn started, and the same command started there by hand
+        workloads.stop(set(started(state, op)) | set(running(op.ns, op.argv)))
+        return
     if isinstance(op, P.WriteFile):
         state.write(op.path, op.text)
         return
@@ -153,6 +157,44 @@ def _apply(kern: K.Kernel, state: LabState, op: P.Op) -> None:
         cni_chain.add_op(str(state.dir), op)
         return
     kern.apply(op)
+
+
+def started(state: LabState, op) -> list[int]:
+    """The live processes the journal records as op.owner/op.name (what Spawn recorded), still
+    inside op.ns: a pid recycled by a process elsewhere is not ours."""
+    inode = K.netns_inode(op.ns)
+    inside = workloads.pids_in([inode] if inode else [])
+    what = f"{op.owner}/{op.name}"
+    return [pid for pid, w in state.journal().pids.items() if w == what and pid in inside]
+
+
+def process_op(kern: K.Kernel, state: LabState, op) -> None:
+    """A Stop or Spawn on a lab that is up (a break-it fault, its undo): as `up` does it, the new
+    pid recorded in the journal so `down` and `clean` stop it. A Spawn whose command already runs
+    in its namespace (the learner started it again by hand) is skipped: a second dnsmasq would
+    only fail to bind."""
+    if isinstance(op, P.Spawn) and running(op.ns, op.argv):
+        return
+    state.reopen()
+    try:
+        _apply(kern, state, op)
+    finally:
+        state.close()
+
+
+def running(ns: str, argv: tuple) -> list[int]:
+    """The live processes in `ns` whose command line is `argv`."""
+    inode = K.netns_inode(ns)
+    want = ("\0".join(argv) + "\0").encode()
+    out = []
+    for pid in workloads.pids_in([inode] if inode else []):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == want:
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
 
 
 def flush(kern: K.Kernel) -> None:

@@ -113,7 +113,8 @@ class LabState:
                 j.routes.remove(tuple(words[1:]))
             elif kind == "pid" and rest:
                 pid, _, what = rest.partition(" ")
-                if pid.isdigit():
+                if pid.isdigit():   # a pid used again: its last record, in the order made
+                    j.pids.pop(int(pid), None)
                     j.pids[int(pid)] = what
             elif kind == "complete":
                 j.complete = True

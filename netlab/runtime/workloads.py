@@ -126,3 +126,32 @@ def all_marked() -> dict[str, list[int]]:
                 found.setdefault(var[11:].decode(errors="replace"), []).append(int(entry))
                 break
     return found
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def reload_nginx(ns: str, argv: tuple[str, ...], timeout: float = 10.0) -> None:
+    """`nginx -s reload` inside ns, then wait until every worker of the old conf has exited:
+    `-s reload` returns once the master has its SIGHUP, and until the master has started new
+    workers and told the old ones to quit, the old conf still answers."""
+    inode = os.stat(f"/run/netns/{ns}").st_ino
+    before = set(pids_in([inode]))
+    old = {p for p in before if _ppid(p) in before}       # the workers: the master's children
+    proc = subprocess.run(["ip", "netns", "exec", ns, *argv, "-s", "reload"],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise KernelError(f"nginx -s reload in {ns} failed: {proc.stderr.strip()[-300:]}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = set(pids_in([inode]))
+        if not (old & now) and now - before:
+            return
+        time.sleep(0.02)
+    raise KernelError(f"nginx in {ns} kept the workers of its old conf for {timeout:g}s after "
+                      f"`nginx -s reload`: the new conf was refused (its error.log says why)")

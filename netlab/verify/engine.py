@@ -24,7 +24,7 @@ from ..runtime import kernel as K
 from . import coverage
 from .checks import Check
 from .coverage import Cover
-from .judging import judge
+from .judging import blocked, judge
 from .probes import READY_TIMEOUT, HttpOut, PingOut, curl_many, observe_addresses, \
     observe_all_addresses, observe_mtus, ping_df, ping_many, udp_ask, wait_ready
 from .report import Report
@@ -103,7 +103,7 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
     ping_targets: dict[str, list[str]] = {}
     http_jobs: dict[str, list[int]] = {}
     for i, c in enumerate(checks):
-        if c.ns in missing or (c.server is not None and c.server in problems):
+        if c.ns in missing or blocked(c, problems, PROBES):
             continue
         if c.method == "ping":
             targets = ping_targets.setdefault(c.ns, [])
@@ -114,7 +114,7 @@ def run(lab: Lab, checks: list[Check], workers: Optional[int] = None,
     pings: dict[str, dict[str, PingOut]] = {}
     https: dict[int, HttpOut] = {}
     run_one = [i for i, c in enumerate(checks) if c.method in ("udp", "mtu", *PROBES)
-               and c.ns not in missing and not (c.server is not None and c.server in problems)]
+               and c.ns not in missing and not blocked(c, problems, PROBES)]
     mtus = observe_mtus([checks[i] for i in run_one if checks[i].method == "mtu"])
     with ThreadPoolExecutor(max_workers=workers or workers_default()) as pool:
         http_futures = {ns: pool.submit(curl_many, ns, [checks[i].url for i in idx])

@@ -17,7 +17,6 @@ from .checks import REACHABLE, UNREACHABLE, Check, Server
 from .probes import HttpOut, MtuOut, PingOut
 from .nft_reasons import Nft as _Nft
 from .nft_reasons import run as _run
-from .nft_reasons import source_nat
 from .report import Result
 
 
@@ -65,7 +64,8 @@ def _judge_http(c: Check, out: HttpOut, nft: Optional["_Nft"] = None) -> Result:
     if c.nat is False and saw not in c.sees:
         sent = f"; the client sent from {out.local_ip}" if out.local_ip else ""
         on_way = [ns for ns, _, way in c.hops[1:] if way == "forward"] or [c.ns]
-        culprit = next((f for ns in on_way for f in [source_nat(ns, c.sees[0])] if f), "")
+        culprit = next((f for ns in on_way if nft is not None
+                        for f in [nft.source_nat(ns, c.sees[0])] if f), "")
         if culprit:
             return Result(c, False, observed, f"NAT: the server saw {saw}, expected {c.sees[0]} "
                                               f"(the client's own address){sent}: {culprit}")
@@ -316,6 +316,14 @@ def overflow_reason(c: Check, times: int, limit: int) -> str:
             f"`network: {{staticNeighbours: always}}`")
 
 
+def blocked(c: Check, problems: dict[Server, str], custom: Optional[dict] = None) -> bool:
+    """Whether a check is not run because its server is down. A feature's probe that says
+    `asks_down_servers` runs anyway: its query failing is the symptom, and its judge says why
+    from what the server's namespace holds (the cluster DNS's dig)."""
+    return (c.server is not None and c.server in problems
+            and not getattr((custom or {}).get(c.method), "asks_down_servers", False))
+
+
 def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
           problems: dict[Server, str], missing: set[str], custom: Optional[dict] = None,
           table_full: int = 0) -> list[Result]:
@@ -335,7 +343,7 @@ def judge(lab: Lab, checks: list[Check], pings: dict, https: dict, seen: dict,
             results.append(Result(c, False, "not run", f"cannot run: namespace {c.ns} does not "
                                                        f"exist (is the lab up? netlab status)"))
             continue
-        if c.server is not None and c.server in problems:
+        if blocked(c, problems, custom):
             results.append(Result(c, False, "not run", f"cannot run: {problems[c.server]}"))
             continue
         if c.method == "addr":

@@ -23,27 +23,11 @@ def run(argv: list[str]) -> str:
     return proc.stdout if proc.returncode == 0 else ""
 
 
-_SNAT_CACHE: dict[tuple[str, str], str] = {}
-
-
-def source_nat(ns: str, client: str) -> str:
-    """The rule in `ns` that rewrites packets from `client`: a masquerade or snat rule whose chain
-    a rule matching `client` jumps to (iptables-nft's shape: the CNI bridge plugin's ipMasq), or
-    one that matches it itself; said with the table, the chain and the command to see it."""
-    key = (ns, client)
-    if key not in _SNAT_CACHE:
-        _SNAT_CACHE[key] = ""
-        try:
-            text = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"],
-                                  capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        _SNAT_CACHE[key] = find_source_nat(text, client, ns)
-    return _SNAT_CACHE[key]
-
-
 def find_source_nat(ruleset: str, client: str, ns: str) -> str:
-    """Pure part of source_nat, on `nft list ruleset` text."""
+    """The rule of an `nft list ruleset` text that rewrites packets from `client`: a masquerade or
+    snat rule whose chain a rule matching `client` jumps to (iptables-nft's shape: the CNI bridge
+    plugin's ipMasq), or one that matches it itself; said with the table, the chain and the
+    command to see it."""
     table, chain, chains = "", "", {}
     for raw in ruleset.splitlines():
         line = raw.strip()
@@ -97,14 +81,25 @@ class Nft:
 
     def __init__(self, lab: Optional[Lab]):
         self.lab = lab
+        self.listings: dict[str, str] = {}
         self.cache: dict[str, list[tuple[str, str, str]]] = {}
         self._planned: Optional[dict[str, str]] = None
+
+    def listing(self, ns: str) -> str:
+        """`nft list ruleset` in ns, read once per verify run."""
+        if ns not in self.listings:
+            self.listings[ns] = run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"])
+        return self.listings[ns]
+
+    def source_nat(self, ns: str, client: str) -> str:
+        """The rule in `ns` that rewrites packets from `client` (find_source_nat), or ""."""
+        return find_source_nat(self.listing(ns), client, ns)
 
     def rules(self, ns: str) -> list[tuple[str, str, str]]:
         """(table, chain, line) of every rule and chain header in ns."""
         if ns not in self.cache:
             table, chain, out = "", "", []
-            for line in run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"]).splitlines():
+            for line in self.listing(ns).splitlines():
                 words = line.split()
                 if words[:1] == ["table"] and len(words) >= 3:
                     table, chain = f"{words[1]} {words[2]}", ""

@@ -205,7 +205,8 @@ def _listening_in(ns: str, port: int) -> bool:
 def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -> dict[Server, str]:
     """Wait (bounded, polling) until each server listens; the reason for each one that does not."""
     from ..core.servers import SHARED, served
-    by_owner = {what: pid for pid, what in LabState(lab.name).journal().pids.items()}
+    recorded = LabState(lab.name).journal().pids
+    by_owner = {what: pid for pid, what in recorded.items()}
     shared = served(lab)
     shared_wait: dict[Server, int] = {}
     for s in [s for s in servers if s.owner in shared]:
@@ -221,6 +222,11 @@ def wait_ready(lab: Lab, servers: set[Server], timeout: float = READY_TIMEOUT) -
     waiting: dict[Server, int] = {}
     for s in servers:
         pid = by_owner.get(f"{s.owner}/{s.container}")
+        # a process netlab did not start, in the namespace of a dead one (the learner started the
+        # server again by hand): it is the one to wait for
+        by_hand = [p for p in in_ns.get(s.ns, []) if p not in recorded]
+        if pid is not None and by_hand and not workloads.alive(pid):
+            pid = by_hand[0]
         if not K.netns_exists(s.ns):
             problems[s] = f"namespace {s.ns} does not exist (is the lab up? netlab status)"
         elif pid is not None and not workloads.alive(pid):

@@ -1,9 +1,12 @@
 """Verify names each fault: for every fault of `netlab break --list`, a real lab is broken with it
-and verify must fail exactly the checks the model says the fault breaks (no more, no fewer), each
-with a reason naming the namespace and the object the fault changed; `--undo` then gives a lab
-that verifies again, and `down` leaves nothing behind."""
+and verify must fail exactly the checks the model says the fault breaks (no more, no fewer),
+each with a reason naming the namespace and the object the fault changed; the fault's own fix
+typed by hand (Broken.fix, the workshop's answer) repairs it; `--undo` then gives a lab that
+verifies again, and `down` leaves nothing behind."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -62,6 +65,11 @@ def failures(lab: str, runs: int = 3) -> tuple[int, dict]:
     return (1 if got else 0), got
 
 
+def by_hand(cmd: str) -> None:
+    """A fault's `fix` (Broken.fix), run as a learner types it."""
+    subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, timeout=20)
+
+
 def check_key(c) -> tuple:
     target = c.url if c.method == "http" else c.target
     return (c.rule, c.src, c.dst, c.method, target, c.label)
@@ -88,6 +96,10 @@ def test_verify_fails_exactly_what_the_fault_breaks_and_names_it(lab, scenario, 
                               f"missing failures: {sorted(want - set(got))}")
     for reason in got.values():
         assert broken.ns in reason and broken.obj in reason, reason
+
+    by_hand(broken.fix)          # the workshop's answer repairs it
+    code, got = failures(lab)
+    assert code == 0, (broken.fix, list(got.values()))
 
     netlab("break", lab, "--undo")
     code, got = failures(lab)

@@ -5,12 +5,13 @@ the seed, the fault and the time; a seed gives the same exercise again; `down` l
 
 from __future__ import annotations
 
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import SCENARIOS, lab_fixture, netlab, requires_root
+from conftest import SCENARIOS, lab_fixture, leftovers, netlab, requires_root
 from netlab import exercises as E, model
 from netlab.runtime.state import LabState
 
@@ -153,3 +154,75 @@ def test_undo_after_a_fix_by_hand_skips_what_is_already_back(lab):
     assert "undid route-deleted on node3" in netlab("break", lab, "--undo").stdout
     assert until_ok("verify", lab, "--json").returncode == 0
     assert "nothing to undo" in netlab("break", lab, "--undo").stdout
+
+
+kd_lab = lab_fixture("kd")
+
+DNS = str(SCENARIOS / "dns.yaml")
+
+
+def dnsmasq_of(lab: str) -> list[int]:
+    """Live dnsmasq processes serving this lab's config, wherever they run (started by netlab or
+    by hand: a hand-started one carries no NETLAB_LAB mark, so leftovers() would miss it)."""
+    conf = f"/run/netlab/labs/{lab}/dns/dnsmasq.conf".encode()
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            stat = open(f"/proc/{pid}/stat", "rb").read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"--conf-file=" + conf in argv and stat != b"Z":
+            found.append(int(pid))
+    return found
+
+
+def test_kube_dns_down_round_trip_dnsmasq_started_again_by_hand(kd_lab):
+    netlab("up", DNS, "--name", kd_lab)
+    the_lab = model.load(DNS, kd_lab)
+    seed, target = seed_for(the_lab, "kube-dns-down")
+    assert target == the_lab.dns.pod
+    before = dnsmasq_of(kd_lab)
+    assert len(before) == 1
+
+    told = netlab("break", kd_lab, "--random", "--seed", str(seed)).stdout
+    assert "Symptom:" in told and "kube-dns-down" not in told and "cannot resolve" in told
+    assert dnsmasq_of(kd_lab) == []
+    broken = E.fault_of("kube-dns-down").make(the_lab, target)
+    hints = [netlab("hint", kd_lab).stdout for _ in range(3)]
+    assert "dns-service" in hints[0] and f"namespace {broken.ns}" in hints[1]
+    assert f"look with: {broken.look}" in hints[2]
+    # the engineer's look: nothing on udp/53 in the DNS pod's namespace
+    assert subprocess.run(broken.look, shell=True, capture_output=True, text=True,
+                          timeout=10).stdout.count(":53 ") == 0
+    assert netlab("check", kd_lab, check=False).returncode == 1
+
+    by_hand(broken.fix)        # ip netns exec NS setsid -f /usr/sbin/dnsmasq --conf-file=...
+    done = until_ok("check", kd_lab)
+    assert f"The fault was kube-dns-down on {target}" in done.stdout
+    assert LabState(kd_lab).journal().finished[-1]["ended"] == "fixed"
+    by_hand_pids = dnsmasq_of(kd_lab)
+    assert len(by_hand_pids) == 1 and by_hand_pids != before
+
+    # down stops the dnsmasq started by hand too: it runs in the lab's namespace
+    netlab("down", kd_lab)
+    assert dnsmasq_of(kd_lab) == []
+
+
+def test_kube_dns_down_undo_records_the_new_dnsmasq_and_down_after_break_leaves_nothing(kd_lab):
+    netlab("up", DNS, "--name", kd_lab)
+    the_lab = model.load(DNS, kd_lab)
+    pod = the_lab.pod(the_lab.dns.pod)
+    netlab("break", kd_lab, "kube-dns-down")
+    assert dnsmasq_of(kd_lab) == []
+    netlab("break", kd_lab, "--undo")
+    now = dnsmasq_of(kd_lab)
+    pids = LabState(kd_lab).journal().pids
+    assert len(now) == 1 and pids[now[0]] == f"{pod.name}/{pod.containers[0].name}"
+    assert list(pids)[-1] == now[0]           # the last one recorded: verify waits on it
+    assert until_ok("verify", kd_lab, "--json").returncode == 0
+
+    netlab("break", kd_lab, "kube-dns-down")
+    assert dnsmasq_of(kd_lab) == []
+    netlab("down", kd_lab)
+    assert dnsmasq_of(kd_lab) == [] and leftovers(kd_lab) == []

@@ -14,6 +14,7 @@ import pytest
 
 from netlab import exercises as E, model
 from netlab.core import ops as P
+from netlab.core.lab import state_dir
 from netlab.features import FAULTS
 from netlab.verify import engine
 from netlab.view import snapshot as S
@@ -28,15 +29,19 @@ def load(name: str):
 
 def test_every_fault_applies_somewhere_and_undoes_what_it_does():
     labs = [load(n) for n in ("three-node", "overlay", "docker-modes", "mixed", "same-node", "dns",
-                                  "netpol-dns")]
+                              "ingress",
+                              "netpol-dns")]
     for name, fault in FAULTS.items():
-        assert fault.summary and fault.on in ("node", "pod", "container", "namespace"), name
+        assert fault.summary and fault.on in ("node", "pod", "container", "path", "namespace"), name
         applied = [(lab, t) for lab in labs for t in fault.targets(lab)]
         assert applied, f"{name} applies to no shipped scenario"
         for lab, target in applied:
             b = fault.make(lab, target)
             assert b.ops and b.undo and b.ns in lab.namespaces and b.obj and b.look, name
-            assert all(op.ns == b.ns or op.ns in lab.namespaces for op in b.ops + b.undo)
+            # a file of the lab's own (WriteFile) has no namespace: it is in the state directory
+            assert all(op.ns == b.ns or op.ns in lab.namespaces if hasattr(op, "ns") else
+                       op.path.startswith(state_dir(lab.name) + "/")
+                       for op in b.ops + b.undo)
 
 
 def test_overlay_faults_only_on_vxlan_and_host_gw_route_only_on_host_gw():
@@ -169,14 +174,23 @@ def test_break_list_prints_one_line_per_fault_without_root():
     assert [line.split()[0] for line in lines] == list(FAULTS)
 
 
-def test_bridge_nf_off_only_where_kube_proxys_random_choice_cannot_decide():
-    # services.yaml: every node has a client whose Service has endpoints here and elsewhere
-    assert FAULTS["bridge-nf-off"].targets(load("services")) == []
+def test_bridge_nf_off_must_fail_some_checks_and_may_fail_those_left_to_kube_proxy():
     lab = load("same-node")
     assert FAULTS["bridge-nf-off"].targets(lab) == ["node1"]
-    broken = E.expected(lab, "bridge-nf-off", "node1", engine.derive(lab))
+    checks = engine.derive(lab)
+    broken = E.expected(lab, "bridge-nf-off", "node1", checks)
     assert sorted(c.rule for c in broken) == ["svc-clientip", "svc-endpoints", "svc-pod-clusterip"]
     assert {c.src for c in broken} == {"client"}      # not node1 itself, not node2's client
+    assert E.uncertain(lab, "bridge-nf-off", "node1", checks) == []
+    # services.yaml: a node's client calls Services with endpoints on its node and elsewhere: the
+    # checks of mode "all" must fail, the others are left to kube-proxy's random choice
+    lab = load("services")
+    checks = engine.derive(lab)
+    must = E.expected(lab, "bridge-nf-off", "node1", checks)
+    may = E.uncertain(lab, "bridge-nf-off", "node1", checks)
+    assert must and may and not {id(c) for c in must} & {id(c) for c in may}
+    assert {c.data[0] for c in must} == {"all"}
+    assert all(c.data[4] == "services-node1" for c in must + may if c.method == "svc")
 
 
 def test_endpoint_chain_missing_flushes_one_chain_and_undoes_with_the_reload():

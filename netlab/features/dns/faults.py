@@ -1,13 +1,17 @@
-"""The cluster DNS's faults of the break-it exercises (core.fault): a pod's resolv.conf without its
-search line, so short names (`web`, `web.shop`, `kube-dns.kube-system`) are asked as they are and
-do not resolve, while full names still do.
+"""The cluster DNS's faults of the break-it exercises (core.fault):
+
+- resolv-no-search: a pod's resolv.conf without its search line, so short names (`web`,
+  `web.shop`, `kube-dns.kube-system`) are asked as they are and do not resolve, while full names
+  still do;
+- kube-dns-down: the cluster DNS server (dnsmasq in the pod kube-system/coredns-...) stopped, so
+  every query to the kube-dns Service goes unanswered; undone by starting it as `up` does.
 """
 
 from __future__ import annotations
 
 from ...core.fault import Broken, Fault
 from ...core.lab import Lab
-from ...core.ops import EtcNetnsFile
+from ...core.ops import EtcNetnsFile, Spawn, Stop, argv_of
 from .rules import ETC, METHOD, NXDOMAIN
 
 
@@ -51,4 +55,28 @@ class ResolvNoSearch(Fault):
                 and not name.endswith("." + lab.dns.domain))
 
 
-FAULTS = [ResolvNoSearch()]
+class KubeDnsDown(Fault):
+    name = "kube-dns-down"
+    summary = "the cluster DNS server is down: dnsmasq of the kube-dns pod stopped, no name resolves"
+    on = "pod"
+    lesson = "DNS"
+
+    def targets(self, lab: Lab) -> list[str]:
+        return [] if getattr(lab, "dns", None) is None else [lab.dns.pod]
+
+    def make(self, lab: Lab, target: str) -> Broken:
+        pod = lab.pod(target)
+        c = pod.containers[0]
+        start = Spawn(pod.ns, pod.name, c.name, argv_of(c))   # as the pods feature plans it
+        return Broken((Stop.of(start),), (start,), pod.ns, "dnsmasq",
+                      f"ip netns exec {pod.ns} ss -lunp", start.ip())
+
+    def breaks(self, lab: Lab, target: str, check) -> bool:
+        """Every check that needs the DNS pod's server: each dig, from any pod or node, asks the
+        kube-dns Service, whose one endpoint is that pod. Pings to the pod, and its own requests
+        as a client, do not need it."""
+        server = getattr(check, "server", None)
+        return server is not None and server.ns == lab.pod(target).ns
+
+
+FAULTS = [ResolvNoSearch(), KubeDnsDown()]

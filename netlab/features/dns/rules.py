@@ -56,7 +56,7 @@ def _check(rule: str, lab: Lab, src: str, ns: str, node_ns: str, name: str, qtyp
     d = lab.dns
     dns_pod = lab.pod(d.pod)
     want = want if want == NXDOMAIN else tuple(sorted(want))
-    # server: verify waits until dnsmasq listens, and says so when it is not running
+    # server: verify waits until dnsmasq listens (and asks anyway when it does not: Probe)
     return DnsCheck(rule, src, name, METHOD, ns, name, 53, why=why,
                     server=Server(dns_pod.ns, 53, dns_pod.name, dns_pod.containers[0].name),
                     data=(qtype, want, name.endswith("."), node_ns, dns_pod.ns, d.service_ip,
@@ -259,7 +259,10 @@ def parse_dig(text: str, qtype: str) -> DigOut:
 
 
 class Probe:
-    """The "dns" method: one real dig in the check's namespace, with the pod's resolv.conf."""
+    """The "dns" method: one real dig in the check's namespace, with the pod's resolv.conf. It asks
+    even when verify finds the DNS server down: the query that gets no answer is the symptom, and
+    the judge says why from the DNS pod's namespace itself."""
+    asks_down_servers = True
 
     def run(self, c: Check) -> DigOut:
         qtype = c.data[0]
@@ -381,10 +384,9 @@ def _why_no_answer(c: Check, out: DigOut) -> str:
     problem = _resolv_problem(c)
     if problem:
         return f"{out.error}; {problem}"
-    procs = _pids(dns_ns)
-    if procs is not None and not procs:
-        return (f"{out.error}: the DNS server is not running: no process in {dns_ns} "
-                f"(dnsmasq of the kube-dns pod; its log is in the lab's state, dns/dnsmasq.log)")
+    down = _server_down(dns_ns, service_ip, out.error)
+    if down:
+        return down
     rules = _service_rules(node_ns, service_ip)
     if rules:
         return f"{out.error}: {rules}"
@@ -393,6 +395,45 @@ def _why_no_answer(c: Check, out: DigOut) -> str:
 
 
 _TRY = ": try "
+
+
+def _server_down(dns_ns: str, service_ip: str, error: str) -> str:
+    """Why the kube-dns Service gets no answer when its pod's namespace has nothing on udp/53,
+    from that namespace as it is (`ss`, its processes), or "" when something listens there (or
+    it cannot be seen)."""
+    listening = udp_listens(dns_ns, 53)
+    if listening is not False:
+        return ""
+    cause = error.split(": ", 1)[1] if error.startswith("no answer") and ": " in error else error
+    procs = _pids(dns_ns)
+    names = sorted({_comm(p) for p in procs or []})
+    if procs == []:
+        who = "dnsmasq not running: no process in the namespace"
+    elif "dnsmasq" in names:
+        who = "dnsmasq runs but does not listen there"
+    else:
+        who = f"dnsmasq not running; the namespace runs {', '.join(names)}"
+    return (f"no answer from kube-dns {service_ip} ({cause}): nothing listens on udp/53 in "
+            f"{dns_ns} ({who}): look with `ip netns exec {dns_ns} ss -lunp`")
+
+
+def udp_listens(ns: str, port: int) -> Optional[bool]:
+    """Whether a UDP socket is bound to `port` in namespace `ns` (`ss -lun` run inside it); None
+    when it cannot be told."""
+    try:
+        proc = subprocess.run(["ip", "netns", "exec", ns, "ss", "-Hlun", f"sport = :{port}"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bool(proc.stdout.strip()) if proc.returncode == 0 else None
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def _pids(ns: str) -> Optional[list[str]]:

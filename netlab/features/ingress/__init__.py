@@ -16,7 +16,8 @@ Services select run with --any-path (like the e2e suites' agnhost behind an ingr
 
 Modules: spec (sections, validate), table (attachment, routing table, route_request), conf
 (nginx.conf, get rows, argv), requests (the requests that prove it), checks (verify rules
-`ingress` and `gateway`, probe method "ingress").
+`ingress` and `gateway`, probe method "ingress"), live (the running conf read back, against the
+model's), faults (the break-it exercise ingress-path-type).
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def table_of(lab: Lab) -> RoutingTable:
     return build_table(lab.ingress.config, resolver(lab), listen_port=LISTEN_PORT)
 
 
-def conf_text(lab: Lab) -> str:
+def conf_text(lab: Lab, table: Optional[RoutingTable] = None) -> str:
+    """The controller's nginx.conf: the lab's routing table's, or `table`'s (a fault's)."""
     ctl = lab.ingress
-    return C.nginx_conf(table_of(lab), ctl.state,
+    return C.nginx_conf(table or table_of(lab), ctl.state,
                         comment=f"lab {lab.name}, controller pod {NAMESPACE}/{ctl.pod}")
 
 
@@ -125,6 +127,10 @@ class Ingress(Feature):
     def probes(self) -> dict:
         from . import checks
         return {checks.METHOD: checks.HttpProbe()}
+
+    def faults(self) -> list:
+        from . import faults
+        return faults.FAULTS
 
     def needs(self, lab: Lab) -> Needs:
         return Needs(tools=["curl"]) if lab.ingress is not None else Needs()

@@ -24,7 +24,8 @@ from ...core.lab import Lab, Pod
 from ...verify.checks import Check
 from ...verify.report import Result
 from ..services import endpoints
-from . import LISTEN_PORT, NAMESPACE, SERVICE, address_of, table_of
+from . import LISTEN_PORT, NAMESPACE, SERVICE, address_of, conf_text, table_of
+from .live import LiveConf, explain
 from .requests import Probe, probes
 from .spec import IngressConfig
 from .table import route_request
@@ -101,6 +102,11 @@ def _who(lab: Lab) -> tuple[tuple[str, str], ...]:
 def _checks(lab: Lab, rule: str, reqs: list[Probe], xff_hosts: list[str]) -> list[Check]:
     addr, ports = address_of(lab)
     who = _who(lab)
+    ctl, model = lab.ingress, conf_text(lab)
+    pod_ns = lab.pod(ctl.pod).ns
+
+    def live(port: int) -> LiveConf:
+        return LiveConf(pod_ns, ctl.conf_path, ctl.state, model, port)
     out: list[Check] = []
     for i, src in enumerate(_sources(lab)):
         for r in reqs:
@@ -115,7 +121,7 @@ def _checks(lab: Lab, rule: str, reqs: list[Probe], xff_hosts: list[str]) -> lis
                                     addr, ports[r.port], r.path, sees=src.sees, why=promise,
                                     label=source,
                                     data=(mode, r.host, r.headers, expect, tries, who,
-                                          lab.ingress.pod, lab.pod(lab.ingress.pod).ns)))
+                                          ctl.pod, pod_ns, live(r.port))))
         for host in xff_hosts[:1]:
             c = route_request(table_of(lab), LISTEN_PORT, host, XFF_PATH)
             if c.status or not c.backends:
@@ -126,8 +132,8 @@ def _checks(lab: Lab, rule: str, reqs: list[Probe], xff_hosts: list[str]) -> lis
                                     src.ns, addr, ports[LISTEN_PORT], XFF_PATH, sees=src.sees,
                                     why="the backend sees the client's address in "
                                         "X-Forwarded-For", label=f"{host} via nginx",
-                                    data=("xff", host, (), expect, 1, who, lab.ingress.pod,
-                                          lab.pod(lab.ingress.pod).ns)))
+                                    data=("xff", host, (), expect, 1, who, ctl.pod, pod_ns,
+                                          live(LISTEN_PORT))))
     return out
 
 
@@ -235,7 +241,7 @@ def judge(c: Check, out: Answers) -> Result:
             return Result(c, True, observed)
         body = out.bodies[out.codes.index(bad[0])]
         by = f" from {body} ({who.get(body, '?')})" if bad[0] == 200 else ""
-        return Result(c, False, observed, f"expected HTTP {expect}, got {bad[0]}{by}")
+        return Result(c, False, observed, f"expected HTTP {expect}, got {bad[0]}{by}{_live(c)}")
     for code in out.codes:
         if code != 200:
             return Result(c, False, observed, _why_status(c, code, expect))
@@ -252,7 +258,7 @@ def judge(c: Check, out: Answers) -> Result:
         if body not in pods:
             want = " or ".join(svc for svc, _, _ in expect)
             return Result(c, False, observed, f"{body} ({who.get(body, 'no backend pod')}) "
-                                              f"answered, expected Service {want}")
+                                              f"answered, expected Service {want}{_live(c)}")
     if mode == "weights":
         total = sum(w for _, w, _ in expect)
         n = len(out.bodies)
@@ -273,8 +279,18 @@ def _why_status(c: Check, code: int, expect) -> str:
                 f"refuses its ClusterIP")
     if code == 404:
         return (f"nginx answered 404: no location of the nginx.conf takes {c.data[1]}{c.path} "
-                f"for Service {expect[0][0]}; look at `netlab show ingress NAME --config`")
-    return f"nginx answered {code}, expected Service {expect[0][0]}"
+                f"for Service {expect[0][0]}; look at `netlab show ingress NAME --config`"
+                f"{_live(c)}")
+    return f"nginx answered {code}, expected Service {expect[0][0]}{_live(c)}"
+
+
+def _live(c: Check) -> str:
+    """Which location of the controller's running nginx.conf took the request, when it is not
+    the one of the conf the model renders (a conf changed by hand): "; ..." or ""."""
+    if len(c.data) < 9:
+        return ""
+    said = explain(c.data[8], c.data[1], c.path)
+    return f"; {said}" if said else ""
 
 
 def _why_silent(c: Check, out: Answers) -> str:

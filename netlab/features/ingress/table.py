@@ -284,27 +284,36 @@ def _locations(cands: list[Candidate]) -> tuple[Location, ...]:
     return tuple(out)
 
 
-def route_request(table: RoutingTable, port: int, host: str, path: str,
-                  headers: Optional[dict[str, str]] = None) -> Candidate:
-    """The candidate nginx picks for one request, told the way nginx tells it: server_name
-    (exact, then the longest *.wildcard, then regular expressions in order, then the port's
-    default server), `location =`, else the longest prefix location, then the first candidate
-    whose headers all match. verify's expectations; the integration test checks nginx agrees."""
+def pick(servers, port: int, host: str, path: str):
+    """The server and location nginx takes a request to: server_name (exact, then the longest
+    *.wildcard, then regular expressions in order, then the port's default server, else its first
+    one, as nginx does), `location =`, else the longest prefix location (None: no location takes
+    it). Works on any servers with port, host and locations of op and path: the routing table's,
+    and those read back from the live nginx.conf (live.py)."""
     host = host.split(":")[0].lower()
-    servers = [s for s in table.servers if s.port == port]
+    servers = [s for s in servers if s.port == port]
     if not servers:
-        raise ValueError(f"nothing listens on port {port}: ports {list(table.ports)}")
+        raise ValueError(f"nothing listens on port {port}")
     exact = [s for s in servers if s.host == host]
     wild = sorted((s for s in servers if s.host and s.host.startswith("*.")
                    and host.endswith(s.host[1:])), key=lambda s: -len(s.host))
     regex = [s for s in servers if s.host and s.host.startswith("~") and re.match(s.host[1:], host)]
     default = [s for s in servers if s.host is None]
-    srv = (exact + wild + regex + default)[0]
+    srv = (exact + wild + regex + default + servers)[0]
     loc = next((lc for lc in srv.locations if lc.op == "=" and lc.path == path), None)
     if loc is None:
         loc = max((lc for lc in srv.locations if lc.op == "" and path.startswith(lc.path)),
-                  key=lambda lc: len(lc.path))
+                  key=lambda lc: len(lc.path), default=None)
+    return srv, loc
+
+
+def route_request(table: RoutingTable, port: int, host: str, path: str,
+                  headers: Optional[dict[str, str]] = None) -> Candidate:
+    """The candidate nginx picks for one request, told the way nginx tells it (`pick`), then the
+    first candidate of the location whose headers all match. verify's expectations; the
+    integration test checks nginx agrees."""
+    if not any(s.port == port for s in table.servers):
+        raise ValueError(f"nothing listens on port {port}: ports {list(table.ports)}")
+    _, loc = pick(table.servers, port, host, path)
     low = {k.lower(): v for k, v in (headers or {}).items()}
     return next(c for c in loc.candidates if all(low.get(n) == v for n, v in c.headers))
-
-
