@@ -7,7 +7,6 @@ brings its probe and judge (Feature.probes). Probes run concurrently on a bounde
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import time
@@ -18,7 +17,8 @@ from typing import Callable, Iterable, Optional
 from ..core.errors import NetlabError
 from ..core.lab import Lab
 from ..core.ops import HERE
-from ..features import FEATURES, PROBES, RULES
+from ..features import PROBES
+from ..features.derive import derive as features_derive
 from ..features.neighbours import table_fulls
 from ..runtime import kernel as K
 from . import coverage
@@ -34,17 +34,7 @@ def derive(lab: Lab, only: Iterable[str] = (), source: Optional[str] = None,
            cover: Optional[Cover] = None) -> list[Check]:
     """Every check of the lab (in the mode `cover`, else the lab's default: see coverage),
     narrowed to some rules and/or one source pod or node."""
-    cover = cover or coverage.choose(len(lab.pods))
-    rules = list(only) or list(RULES)
-    checks = [c for r in rules for c in _derive_rule(RULES[r], lab, cover)]
-    for feature in FEATURES:        # what a feature changes in every rule's expectations
-        checks = feature.refine(lab, checks)
-    return [c for c in checks if source is None or c.src == source]
-
-
-def _derive_rule(rule, lab: Lab, cover: Cover) -> list[Check]:
-    # Rules that choose pairs (features/pods.py) take the mode as `cover`; the others check all.
-    return rule(lab, cover=cover) if "cover" in inspect.signature(rule).parameters else rule(lab)
+    return [c for c in features_derive(lab, only, cover) if source is None or c.src == source]
 
 
 def pairs(checks: list[Check]) -> int:

@@ -11,7 +11,6 @@ from netlab.core.ops import NftApply
 from netlab.features import FAULTS
 from netlab.features.dns.rules import DigOut, Probe as DigProbe
 from netlab.features.netpol import connect, verify as npverify
-from netlab.features.netpol.faults import _derive
 from netlab.verify import engine
 from netlab.verify.judging import _stops
 
@@ -33,11 +32,6 @@ def test_it_applies_to_the_namespace_whose_pods_ask_the_cluster_dns():
     for name in ("three-node", "dns", "netpol", "services", "same-node", "ingress", "mixed"):
         lab = model.load(str(ROOT / "scenarios" / f"{name}.yaml"))
         assert FAULT.targets(lab) == [], name   # no DNS, or namespaces spread over two nodes
-
-
-def test_the_verify_engine_derives_the_checks_the_fault_weighs():
-    lab = load()
-    assert _derive(lab) == engine.derive(lab)
 
 
 def test_it_breaks_every_dns_query_of_the_namespace_and_the_policy_checks_to_the_dns_pod():

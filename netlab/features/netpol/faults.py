@@ -57,7 +57,8 @@ class PolicyBlocksDns(Fault):
     def targets(self, lab: Lab) -> list[str]:
         if getattr(lab, "dns", None) is None or not _filtered(lab):
             return []
-        checks = _derive(lab)
+        from ..derive import derive
+        checks = derive(lab)
         dns_ns = lab.pod(lab.dns.pod).namespace
         out = []
         for ns in dict.fromkeys(p.namespace for p in lab.pods):
@@ -172,21 +173,6 @@ def _through_service(check, changed) -> Optional[bool]:
     if not hit:
         return False
     return True if mode == "all" or len(hit) == len(eps) else None
-
-
-def _derive(lab: Lab) -> list:
-    """Every check verify derives for the lab (verify.engine.derive's, in the lab's default
-    mode), from the features' rules here: the verify engine imports the features."""
-    import inspect
-    from .. import FEATURES, RULES
-    from ...verify import coverage
-    cover = coverage.choose(len(lab.pods))
-    checks = [c for rule in RULES.values()
-              for c in (rule(lab, cover=cover) if "cover" in inspect.signature(rule).parameters
-                        else rule(lab))]
-    for feature in FEATURES:
-        checks = feature.refine(lab, checks)
-    return checks
 
 
 def _service_address(lab: Lab, address: str) -> bool:
