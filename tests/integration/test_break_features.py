@@ -7,11 +7,10 @@ again, and `down` leaves nothing behind."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from conftest import SCENARIOS, lab_fixture, netlab, requires_root, verify_json
+from breakit import by_hand, check_key, failures
+from conftest import SCENARIOS, lab_fixture, netlab, requires_root
 from netlab import exercises as E, model
 from netlab.features import FAULTS
 from netlab.features.faults import BASE_FAULTS
@@ -33,36 +32,6 @@ CASES = [
     ("services", "bridge-nf-off", "node1"),
     ("services", "endpoint-chain-missing", ""),
 ]
-
-
-def key(r: dict) -> tuple:
-    return (r["rule"], r["from"], r["to"], r["method"], r["target"], r.get("name", ""))
-
-
-def by_hand(cmd: str) -> None:
-    """A fault's `fix` (Broken.fix), run as a learner types it."""
-    subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, timeout=20)
-
-
-def check_key(c) -> tuple:
-    target = c.url if c.method == "http" else c.target
-    return (c.rule, c.src, c.dst, c.method, target, c.label)
-
-
-def failures(lab: str, runs: int = 3) -> dict:
-    """verify's failures that repeat in every run that had failures (a probe may time out once on
-    a loaded machine; a fault fails its checks every time)."""
-    _, data = verify_json(lab)
-    got = {key(r): r["reason"] for r in data["results"] if not r["ok"]}
-    for _ in range(runs - 1):
-        if not got:
-            break
-        _, again = verify_json(lab)
-        again_keys = {key(r) for r in again["results"] if not r["ok"]}
-        if again_keys == set(got):
-            break
-        got = {k: v for k, v in got.items() if k in again_keys}
-    return got
 
 
 def test_every_fault_of_the_catalogue_has_a_case():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from breakit import seed_for, until_ok
 from conftest import ROOT, SCENARIOS, in_ns, lab_fixture, netlab, requires_root
 from netlab import exercises as E, model
 from netlab.runtime.state import LabState
@@ -19,22 +20,6 @@ lab = lab_fixture("ifrt")
 
 INGRESS = str(SCENARIOS / "ingress.yaml")
 FAULT = "ingress-path-type"
-
-
-def seed_for(the_lab) -> tuple[int, str]:
-    for seed in range(1, 10_000):
-        got, target = E.choose(the_lab, seed)
-        if got == FAULT:
-            return seed, target
-    raise AssertionError(f"no seed gives {FAULT}")
-
-
-def until_ok(*args: str, tries: int = 3):
-    for _ in range(tries - 1):
-        proc = netlab(*args, check=False)
-        if proc.returncode == 0:
-            return proc
-    return netlab(*args)
 
 
 def answer(the_lab, path: str) -> str:
@@ -57,7 +42,7 @@ def location_lines(broken) -> list[str]:
 def test_round_trip_break_hint_fix_the_conf_by_hand_check(lab, tmp_path):
     netlab("up", INGRESS, "--name", lab)
     the_lab = model.load(INGRESS, lab)
-    seed, target = seed_for(the_lab)
+    seed, target = seed_for(the_lab, FAULT)
     broken = E.fault_of(FAULT).make(the_lab, target)
     path = broken.obj.split()[-1]            # location /api/ -> /api/
     below = path + "x"

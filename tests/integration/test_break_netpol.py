@@ -5,11 +5,11 @@ the plan has none."""
 
 from __future__ import annotations
 
+from breakit import check_key, failures
 from conftest import SCENARIOS, in_ns, lab_fixture, netlab, requires_root
 from netlab import exercises as E, model
 from netlab.features import FAULTS
 from netlab.verify import engine
-from test_break_features import check_key, failures
 
 pytestmark = requires_root
 

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from breakit import by_hand, seed_for, until_ok
 from conftest import SCENARIOS, lab_fixture, leftovers, netlab, requires_root
 from netlab import exercises as E, model
 from netlab.runtime.state import LabState
@@ -20,29 +21,6 @@ pytestmark = requires_root
 lab = lab_fixture("brkq")
 
 THREE = str(SCENARIOS / "three-node.yaml")
-
-
-def seed_for(the_lab, fault: str) -> tuple[int, str]:
-    """The first seed whose exercise is this fault on this lab (and its target)."""
-    for seed in range(1, 10_000):
-        got, target = E.choose(the_lab, seed)
-        if got == fault:
-            return seed, target
-    raise AssertionError(f"no seed gives {fault}")
-
-
-def until_ok(*args: str, tries: int = 3):
-    """A netlab command that must succeed; on a machine loaded by parallel tests one probe of the
-    verify it runs may time out, so it is asked again (a real fault fails every time)."""
-    for _ in range(tries - 1):
-        proc = netlab(*args, check=False)
-        if proc.returncode == 0:
-            return proc
-    return netlab(*args)
-
-
-def by_hand(cmd: str) -> None:
-    subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, timeout=20)
 
 
 # What a learner types to repair each fault, given the lab and the fault's target.

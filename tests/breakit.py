@@ -1,0 +1,60 @@
+"""What the break-it tests share: verify's failures that hold across runs, the keys that compare
+them with the model's checks, a fault's fix typed by hand, and the seed that gives a fault."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import netlab, verify_json
+from netlab import exercises as E
+
+
+def result_key(r: dict) -> tuple:
+    """A verify --json result, as check_key says a derived check."""
+    return (r["rule"], r["from"], r["to"], r["method"], r["target"], r.get("name", ""))
+
+
+def check_key(c) -> tuple:
+    target = c.url if c.method == "http" else c.target
+    return (c.rule, c.src, c.dst, c.method, target, c.label)
+
+
+def failures(lab: str, runs: int = 3) -> dict:
+    """verify's failures (key -> reason) that repeat in every run that had failures: a fault fails
+    its checks every time, while a probe may time out once on a machine loaded by parallel
+    tests."""
+    _, data = verify_json(lab)
+    got = {result_key(r): r["reason"] for r in data["results"] if not r["ok"]}
+    for _ in range(runs - 1):
+        if not got:
+            break
+        _, again = verify_json(lab)
+        again_keys = {result_key(r) for r in again["results"] if not r["ok"]}
+        if again_keys == set(got):
+            break
+        got = {k: v for k, v in got.items() if k in again_keys}
+    return got
+
+
+def by_hand(cmd: str) -> None:
+    """A command as a learner types it (a fault's Broken.fix)."""
+    subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, timeout=20)
+
+
+def seed_for(the_lab, fault: str) -> tuple[int, str]:
+    """The first seed whose exercise is this fault on this lab (and its target)."""
+    for seed in range(1, 10_000):
+        got, target = E.choose(the_lab, seed)
+        if got == fault:
+            return seed, target
+    raise AssertionError(f"no seed gives {fault}")
+
+
+def until_ok(*args: str, tries: int = 3):
+    """A netlab command that must succeed; on a machine loaded by parallel tests one probe of the
+    verify it runs may time out, so it is asked again (a real fault fails every time)."""
+    for _ in range(tries - 1):
+        proc = netlab(*args, check=False)
+        if proc.returncode == 0:
+            return proc
+    return netlab(*args)
