@@ -74,7 +74,9 @@ def up(scenario: Optional[Path] = ScenarioArg, name: Optional[str] = NameOpt,
         out.print(f"lab {lab.name} is already up; nothing changed")
     else:
         note = " (removed leftovers of an interrupted up first)" if result.cleaned_leftovers else ""
-        out.print(f"lab {lab.name} is up: {len(lab.nodes)} nodes, {len(lab.pods)} pods, "
+        nodes, pods = len(lab.nodes), len(lab.pods)
+        out.print(f"lab {lab.name} is up: {nodes} node{'s' * (nodes != 1)}, "
+                  f"{pods} pod{'s' * (pods != 1)}, "
                   f"{result.operations} operations in {took:.2f}s{note}")
     from . import showing as S
     S.render(lab, full=len(lab.pods) < S.SUMMARY_FROM)

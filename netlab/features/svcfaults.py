@@ -81,6 +81,11 @@ class BridgeNfOff(_SvcFault):
         node = lab.node(target)
         if check.method == SVC:
             mode, eps = check.data[0], check.data[3]
+            if mode == "refuse" and _pod_on(lab, check.src, target):
+                # The node now routes the pod's DNAT'd connections back out cni0 and sends it an
+                # ICMP redirect for each; they draw on the per-host ICMP rate limit that the
+                # no-endpoints reject's port unreachable needs too, which may then not be sent.
+                return None
             if not eps or not _pod_on(lab, check.src, target):
                 return False     # a node's own, another node's or the outside's: routed replies
             hit = [e for e in eps if e.node == target and e.pod != check.src]

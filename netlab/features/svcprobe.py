@@ -102,6 +102,10 @@ def judge(c: Check, out: SvcOut) -> Result:
         if got:
             return Result(c, False, observed, f"{got[0]} answered at {c.target}:{c.port}, but the "
                                               f"Service has no endpoints: it must refuse")
+        limited = _icmp_limited(c)
+        if limited:
+            return Result(c, False, observed, f"{c.target}:{c.port} gave {bad[0]}, not connection "
+                                              f"refused: {limited}")
         return Result(c, False, observed, f"{c.target}:{c.port} gave {bad[0]}, not connection "
                                           f"refused: the no-endpoints reject is missing "
                                           f"({_table_problem(c) or 'look at `ip netns exec ' + c.data[4] + ' nft list map ip kube-proxy no-endpoint-services`'})")
@@ -185,6 +189,28 @@ def _chain(table: str, name: str) -> Optional[str]:
         return None
     # An empty (flushed) chain's closing brace follows its head at once.
     return ("\n" + table.split(head, 1)[1]).split("\n\t}", 1)[0]
+
+
+def _icmp_limited(c: Check) -> str:
+    """kube-proxy's reject of a Service without endpoints is an ICMP port unreachable, which the
+    kernel rate-limits per destination host (net.ipv4.icmp_ratelimit) and shares with the ICMP
+    redirects a node sends when it routes a packet back out the interface it came in: say so when
+    the reject is in place and the node held ICMP back."""
+    node_ns = c.data[4]
+    table = _table(node_ns)
+    if table is None or f"{c.target} . " not in (table.split("no-endpoint-services", 1) + [""])[1]:
+        return ""
+    listing = _run(node_ns, "nstat", "-asz", "IcmpOutRateLimitHost", "IcmpOutRedirects").stdout
+    counts = dict(line.split()[:2] for line in listing.splitlines()
+                  if not line.startswith("#") and len(line.split()) >= 2)
+    held = int(counts.get("IcmpOutRateLimitHost", 0))
+    if not held:
+        return ""
+    redirects = int(counts.get("IcmpOutRedirects", 0))
+    why = (f"; it sent {redirects} ICMP redirects (IcmpOutRedirects), for packets it routed back "
+           f"out the interface they came in" if redirects else "")
+    return (f"the reject is in place, but {node_ns} held back {held} ICMP errors by its per-host "
+            f"rate limit (nstat IcmpOutRateLimitHost, net.ipv4.icmp_ratelimit){why}")
 
 
 def _masq_problem(c: Check) -> str:
