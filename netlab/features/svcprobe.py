@@ -209,6 +209,10 @@ def _icmp_limited(c: Check) -> str:
     redirects = int(counts.get("IcmpOutRedirects", 0))
     why = (f"; it sent {redirects} ICMP redirects (IcmpOutRedirects), for packets it routed back "
            f"out the interface they came in" if redirects else "")
+    sysctl, opt = _bridge_nf(node_ns)
+    if redirects and sysctl != "1" and opt != "1":
+        why += (f", as bridge netfilter is off ({BRIDGE_NF}={sysctl}, cni0 nf_call_iptables "
+                f"{opt}): its pods' Service connections are DNAT'd by routing, not in cni0")
     return (f"the reject is in place, but {node_ns} held back {held} ICMP errors by its per-host "
             f"rate limit (nstat IcmpOutRateLimitHost, net.ipv4.icmp_ratelimit){why}")
 

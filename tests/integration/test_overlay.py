@@ -174,7 +174,8 @@ def kernel_state(lab: model.Lab) -> dict:
         for link in json.loads(in_ns(ns, "ip", "-d", "-j", "link", "show").stdout):
             info = link.get("linkinfo", {})
             kind = info.get("info_kind")
-            links.append((link["ifname"], kind, link["mtu"], link["operstate"],
+            # set up or not (the flag), not operstate: a bridge's settles a moment later
+            links.append((link["ifname"], kind, link["mtu"], "UP" in link.get("flags", []),
                           link.get("master"), link.get("ifalias", "").split(":")[0],
                           link["address"] if kind == "vxlan" else None,
                           json.dumps(info.get("info_data"), sort_keys=True)
