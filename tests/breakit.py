@@ -1,12 +1,15 @@
-"""What the break-it tests share: verify's failures that hold across runs, the keys that compare
-them with the model's checks, a fault's fix typed by hand, and the seed that gives a fault."""
+"""What the break-it tests share: one fault's whole test on a real lab, verify's failures that hold
+across runs, the keys that compare them with the model's checks, a fault's fix typed by hand, and
+the seed that gives a fault."""
 
 from __future__ import annotations
 
 import subprocess
 
-from conftest import netlab, verify_json
-from netlab import exercises as E
+from conftest import SCENARIOS, netlab, verify_json
+from netlab import exercises as E, model
+from netlab.features import FAULTS
+from netlab.verify import engine
 
 
 def result_key(r: dict) -> tuple:
@@ -58,3 +61,36 @@ def until_ok(*args: str, tries: int = 3):
         if proc.returncode == 0:
             return proc
     return netlab(*args)
+
+
+def break_fix_undo(lab: str, scenario: str, fault: str, target: str) -> set:
+    """Up the scenario as `lab`, break it with `fault` on `target` ("": its first): verify must
+    fail every check the model says it breaks and none but those it may break, each reason naming
+    the namespace and object changed; the fault's fix typed by hand repairs it, and `--undo` too.
+    Returns the keys of the checks it may break."""
+    path = str(SCENARIOS / f"{scenario}.yaml")
+    netlab("up", path, "--name", lab)
+    the_lab = model.load(path, lab)
+    target = target or FAULTS[fault].targets(the_lab)[0]
+    assert target in FAULTS[fault].targets(the_lab)
+    checks = engine.derive(the_lab)
+    want = {check_key(c) for c in E.expected(the_lab, fault, target, checks)}
+    may = {check_key(c) for c in E.uncertain(the_lab, fault, target, checks)}
+    assert want, f"{fault} on {target} breaks nothing in the model"
+    broken = FAULTS[fault].make(the_lab, target)
+
+    netlab("break", lab, fault, "--on", target)
+    got = failures(lab)
+    assert want <= set(got) <= want | may, (f"unexpected failures: {sorted(set(got) - want - may)}"
+                                            f"\nmissing failures: {sorted(want - set(got))}")
+    for reason in got.values():
+        assert broken.ns in reason and broken.obj in reason, reason
+
+    by_hand(broken.fix)          # the workshop's answer repairs it
+    got = failures(lab)
+    assert not got, (broken.fix, list(got.values()))
+
+    netlab("break", lab, "--undo")
+    got = failures(lab)
+    assert not got, list(got.values())
+    return may
